@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/ayrbridge/ayrbridge/publish"
+	"github.com/ayrbridge/ayrbridge/schema"
+)
+
+// config is every setting of the bridge; only environment variables set it.
+type config struct {
+	Listen            string        `env:"BRIDGE_LISTEN" envDefault:":8080"`
+	MaxBodyBytes      int64         `env:"BRIDGE_MAX_BODY_BYTES" envDefault:"1048576"`
+	MaxHeaderBytes    int           `env:"BRIDGE_MAX_HEADER_BYTES" envDefault:"65536"`
+	PublishTimeout    time.Duration `env:"BRIDGE_PUBLISH_TIMEOUT" envDefault:"5s"`
+	ReadHeaderTimeout time.Duration `env:"BRIDGE_READ_HEADER_TIMEOUT" envDefault:"5s"`
+	ReadTimeout       time.Duration `env:"BRIDGE_READ_TIMEOUT" envDefault:"15s"`
+	WriteTimeout      time.Duration `env:"BRIDGE_WRITE_TIMEOUT" envDefault:"30s"`
+	IdleTimeout       time.Duration `env:"BRIDGE_IDLE_TIMEOUT" envDefault:"60s"`
+	ShutdownTimeout   time.Duration `env:"BRIDGE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	RetryAfter        time.Duration `env:"BRIDGE_RETRY_AFTER" envDefault:"5s"`
+
+	Secrets       []string      `env:"AYRSHARE_WEBHOOK_SECRETS" envSeparator:","`
+	TimestampSkew time.Duration `env:"AYRSHARE_SIGNATURE_MAX_SKEW" envDefault:"0s"`
+
+	NATS        publish.ConnConfig
+	Stream      string        `env:"NATS_STREAM" envDefault:"AYRSHARE"`
+	Replicas    int           `env:"NATS_REPLICAS" envDefault:"1"`
+	DedupWindow time.Duration `env:"NATS_DEDUP_WINDOW" envDefault:"24h"`
+	MaxAge      time.Duration `env:"NATS_MAX_AGE" envDefault:"0s"`
+
+	EmbeddedListen     string `env:"NATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
+	EmbeddedDir        string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
+	EmbeddedSyncAlways bool   `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"false"`
+
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
+}
+
+// loadConfig parses environ (the process environment when nil) and validates the result.
+func loadConfig(environ map[string]string) (config, error) {
+	var cfg config
+	opts := env.Options{}
+	if environ != nil {
+		opts.Environment = environ
+	}
+	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg.NATS.URLs = nonEmpty(cfg.NATS.URLs)
+	cfg.Secrets = nonEmpty(cfg.Secrets)
+	if err := cfg.validate(); err != nil {
+		return config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("BRIDGE_MAX_BODY_BYTES=%d: must be positive", c.MaxBodyBytes))
+	}
+	if c.PublishTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("BRIDGE_PUBLISH_TIMEOUT=%s: must be positive", c.PublishTimeout))
+	}
+	if c.WriteTimeout <= c.PublishTimeout {
+		errs = append(errs, fmt.Errorf("BRIDGE_WRITE_TIMEOUT=%s must exceed BRIDGE_PUBLISH_TIMEOUT=%s", c.WriteTimeout, c.PublishTimeout))
+	}
+	if c.RetryAfter < time.Second {
+		errs = append(errs, fmt.Errorf("BRIDGE_RETRY_AFTER=%s: must be at least 1s", c.RetryAfter))
+	}
+	if c.TimestampSkew < 0 {
+		errs = append(errs, fmt.Errorf("AYRSHARE_SIGNATURE_MAX_SKEW=%s: must not be negative", c.TimestampSkew))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT=%q: want json or console", c.LogFormat))
+	}
+	if err := c.streamConfig().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
+
+func (c config) streamConfig() publish.StreamConfig {
+	return publish.StreamConfig{
+		Name:        c.Stream,
+		Subjects:    []string{schema.StreamSubjects},
+		Replicas:    c.Replicas,
+		DedupWindow: c.DedupWindow,
+		MaxAge:      c.MaxAge,
+	}
+}
+
+// nonEmpty drops the blanks a trailing or doubled comma leaves in a list.
+func nonEmpty(list []string) []string {
+	out := list[:0]
+	for _, s := range list {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,238 @@
+// Command bridge receives Ayrshare webhooks over HTTP and publishes each as a CloudEvent on
+// NATS JetStream, answering 2xx only once JetStream has acknowledged it. Without NATS_URL it
+// runs an embedded nats-server with JetStream. Configuration is read from the environment.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ayrbridge/ayrbridge/ingest"
+	"github.com/ayrbridge/ayrbridge/publish"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := loadConfig(nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bridge:", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg, os.Stderr)
+	if err := run(ctx, cfg, log, nil); err != nil {
+		log.Error().Err(err).Msg("bridge stopped")
+		os.Exit(1)
+	}
+}
+
+func newLogger(cfg config, w io.Writer) zerolog.Logger {
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil || level == zerolog.NoLevel {
+		level = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Str("svc", "bridge").Logger()
+}
+
+// addrs is where a started bridge can be reached; tests use it to find ports picked by the OS.
+type addrs struct {
+	HTTP string // host:port of the webhook server
+	NATS string // client URL of the embedded server; empty with an external one
+}
+
+// run starts the bridge and serves until ctx ends, then shuts down in reverse order: stop
+// accepting, finish in-flight requests, drain NATS, stop the embedded server. started, if not
+// nil, is called once the HTTP server listens.
+func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs)) error {
+	logStartup(cfg, log)
+	var ns *server.Server
+	if cfg.embedded() {
+		var err error
+		ns, err = publish.StartEmbedded(publish.EmbeddedConfig{
+			Listen:     cfg.EmbeddedListen,
+			StoreDir:   cfg.EmbeddedDir,
+			MaxPayload: maxPayload(cfg.MaxBodyBytes),
+			SyncAlways: cfg.EmbeddedSyncAlways,
+		}, log)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info().Msg("embedded nats stopped")
+		}()
+		log.Info().Str("url", ns.ClientURL()).Str("store", cfg.EmbeddedDir).Msg("embedded nats with jetstream started")
+	}
+
+	connCfg := cfg.NATS
+	connCfg.Name = "ayrbridge-bridge"
+	nc, err := publish.Connect(connCfg, ns, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	// A stream that exists but cannot serve stops the bridge; NATS being unreachable does not:
+	// readiness stays false and setup is retried until NATS comes.
+	fatal := make(chan error, 1)
+	go ensureStream(ctx, js, nc, cfg, log, fatal)
+
+	pub, err := publish.NewPublisher(js, cfg.Stream, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	handler, err := ingest.NewHandler(pub,
+		ingest.WithLogger(log),
+		ingest.WithMaxBodyBytes(cfg.MaxBodyBytes),
+		ingest.WithSecrets(cfg.Secrets...),
+		ingest.WithTimestampSkew(cfg.TimestampSkew),
+		ingest.WithRetryAfter(cfg.RetryAfter),
+	)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           ingest.Routes(handler, pub, nil),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          stdlog.New(log.With().Str("component", "http").Logger(), "", 0),
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Msg("accepting webhooks on /webhook")
+	if started != nil {
+		a := addrs{HTTP: ln.Addr().String()}
+		if ns != nil {
+			a.NATS = ns.ClientURL()
+		}
+		started(a)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("shutting down: no new connections, finishing requests in flight")
+	case runErr = <-fatal:
+	case err := <-served:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := drain(sctx, nc); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	return runErr
+}
+
+// ensureStream sets up the stream once NATS answers, retrying connection problems and
+// reporting a stream that cannot serve on fatal.
+func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg config, log zerolog.Logger, fatal chan<- error) {
+	backoff := 100 * time.Millisecond
+	for {
+		if err := publish.WaitConnected(ctx, nc); err != nil {
+			return
+		}
+		if max := nc.MaxPayload(); max < int64(maxPayload(cfg.MaxBodyBytes)) {
+			log.Warn().Int64("server_max_payload", max).Int64("max_body_bytes", cfg.MaxBodyBytes).
+				Msg("nats max_payload is below BRIDGE_MAX_BODY_BYTES plus headers: the largest webhooks will be refused by the server")
+		}
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := publish.EnsureStream(actx, js, cfg.streamConfig())
+		cancel()
+		if err == nil {
+			info := s.CachedInfo()
+			log.Info().Str("stream", info.Config.Name).Strs("subjects", info.Config.Subjects).
+				Int("replicas", info.Config.Replicas).Stringer("dedup_window", info.Config.Duplicates).
+				Uint64("messages", info.State.Msgs).Msg("stream ready")
+			return
+		}
+		if errors.Is(err, publish.ErrStreamIncompatible) {
+			fatal <- err
+			return
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("stream setup failed, retrying")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// drain lets every publish in flight finish and closes the connection.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain nats: %w", ctx.Err())
+	}
+}
+
+// maxPayload is the NATS message size a body of maxBody bytes needs: the body plus headers.
+func maxPayload(maxBody int64) int32 {
+	const headroom = 64 << 10
+	const serverDefault = 1 << 20
+	return int32(max(maxBody+headroom, serverDefault))
+}
+
+func logStartup(cfg config, log zerolog.Logger) {
+	ev := log.Info().
+		Str("listen", cfg.Listen).
+		Int64("max_body_bytes", cfg.MaxBodyBytes).
+		Stringer("publish_timeout", cfg.PublishTimeout).
+		Int("webhook_secrets", len(cfg.Secrets)).
+		Stringer("signature_max_skew", cfg.TimestampSkew).
+		Str("stream", cfg.Stream).
+		Int("replicas", cfg.Replicas).
+		Stringer("dedup_window", cfg.DedupWindow).
+		Stringer("max_age", cfg.MaxAge)
+	if cfg.embedded() {
+		ev = ev.Str("nats", "embedded").Str("embedded_listen", cfg.EmbeddedListen).
+			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways)
+	} else {
+		ev = ev.Dict("nats", cfg.NATS.LogDict())
+	}
+	ev.Msg("bridge starting")
+}

@@ -1,0 +1,227 @@
+package schema
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+)
+
+// SubjectPrefix is the first token of every subject the bridge publishes on.
+const SubjectPrefix = "ayrshare"
+
+// StreamSubjects is the subject filter a stream needs to hold every event.
+const StreamSubjects = SubjectPrefix + ".>"
+
+// TypePrefix starts every CloudEvent type.
+const TypePrefix = "com.ayrshare."
+
+// ContentType is the datacontenttype of every event: the data is the webhook's JSON.
+const ContentType = "application/json"
+
+// NoQualifier is the last subject token of a webhook with neither subAction nor type.
+const NoQualifier = "none"
+
+// Header names of the CloudEvents NATS binding (binary mode) and of our extensions.
+const (
+	HeaderSpecVersion     = "ce-specversion"
+	HeaderID              = "ce-id"
+	HeaderSource          = "ce-source"
+	HeaderType            = "ce-type"
+	HeaderTime            = "ce-time"
+	HeaderDataSchema      = "ce-dataschema"
+	HeaderContentType     = "content-type"
+	HeaderRefID           = "ce-refid"
+	HeaderPlatform        = "ce-platform"
+	HeaderDeliveryID      = "ce-deliveryid"
+	HeaderDeliveryAttempt = "ce-deliveryattempt"
+	HeaderReplayed        = "ce-replayed"
+	HeaderTraceParent     = "ce-traceparent"
+	HeaderTraceState      = "ce-tracestate"
+)
+
+// volatile reports the members that change between deliveries of one event, which the
+// derived id leaves out.
+func volatile(key string) bool {
+	return key == "retryAttempt" || key == "timeStamp"
+}
+
+// Meta is what the receiver knows about a webhook besides its body.
+type Meta struct {
+	ReceivedAt      time.Time // ce-time when the payload has no usable created
+	DeliveryID      string    // X-Ayrshare-Delivery-Id
+	DeliveryAttempt string    // X-Ayrshare-Delivery-Attempt
+	TraceParent     string    // W3C traceparent of the delivery, if any
+	TraceState      string    // W3C tracestate of the delivery, if any
+	Replayed        bool      // the event came from /hook/history, not a delivery
+}
+
+// Event is one webhook as a CloudEvent bound for JetStream.
+type Event struct {
+	ID      string
+	Subject string
+	Type    string
+	Source  string
+	Time    time.Time
+	Meta    Meta
+	Env     Envelope
+	Data    []byte // the webhook body as received
+}
+
+// NewEvent validates body and builds its event. Data aliases body: callers must not reuse it.
+func NewEvent(body []byte, meta Meta) (Event, error) {
+	env, err := Parse(body)
+	if err != nil {
+		return Event{}, err
+	}
+	id := env.HookID
+	if id == "" {
+		if id, err = derivedID(body); err != nil {
+			return Event{}, err
+		}
+	}
+	action, qualifier := Token(env.Action), Token(Qualifier(env))
+	t, perr := time.Parse(time.RFC3339Nano, env.Created)
+	if perr != nil {
+		t = meta.ReceivedAt
+		if t.IsZero() {
+			t = time.Now()
+		}
+	}
+	return Event{
+		ID:      id,
+		Subject: SubjectPrefix + "." + action + "." + qualifier,
+		Type:    TypePrefix + action + "." + qualifier,
+		Source:  Source(env.RefID),
+		Time:    t.UTC(),
+		Meta:    meta,
+		Env:     env,
+		Data:    body,
+	}, nil
+}
+
+// Qualifier returns the raw last subject token: subAction, else type, else NoQualifier.
+func Qualifier(env Envelope) string {
+	switch {
+	case env.SubAction != "":
+		return env.SubAction
+	case env.Type != "":
+		return env.Type
+	default:
+		return NoQualifier
+	}
+}
+
+// Source returns the ce-source naming the Ayrshare profile refID.
+func Source(refID string) string {
+	if refID == "" {
+		return "/ayrshare"
+	}
+	return "/ayrshare/profiles/" + url.PathEscape(refID)
+}
+
+// Token makes s safe as one subject token: every character outside A-Z a-z 0-9 _ - becomes _.
+func Token(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if !tokenByte(s[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if tokenByte(c) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		_, size := utf8.DecodeRuneInString(s[i:])
+		b.WriteByte('_')
+		i += size
+	}
+	return b.String()
+}
+
+func tokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// derivedID hashes the members of body that stay the same across redeliveries.
+func derivedID(body []byte) (string, error) {
+	ms, err := members(body)
+	if err != nil {
+		return "", err
+	}
+	ms = slices.DeleteFunc(ms, func(m member) bool { return volatile(m.key) })
+	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	h := sha256.New()
+	var buf []byte
+	for _, m := range ms {
+		key, _ := json.Marshal(m.key)
+		buf = append(buf[:0], key...)
+		buf = append(buf, ':')
+		buf, err = compact(buf, m.raw)
+		if err != nil {
+			return "", fmt.Errorf("derive id: %w", err)
+		}
+		buf = append(buf, '\n')
+		h.Write(buf)
+	}
+	sum := h.Sum(nil)
+	return "sha256:" + hex.EncodeToString(sum[:16]), nil
+}
+
+func compact(dst, raw []byte) ([]byte, error) {
+	b := bytes.NewBuffer(dst)
+	if err := json.Compact(b, raw); err != nil {
+		return dst, err
+	}
+	return b.Bytes(), nil
+}
+
+// Header returns the CloudEvents binary-mode headers plus Nats-Msg-Id, so JetStream stores a
+// redelivered event once.
+func (e Event) Header() nats.Header {
+	h := make(nats.Header, 14)
+	h[HeaderSpecVersion] = []string{"1.0"}
+	h[HeaderID] = []string{e.ID}
+	h[HeaderSource] = []string{e.Source}
+	h[HeaderType] = []string{e.Type}
+	h[HeaderTime] = []string{e.Time.Format(time.RFC3339Nano)}
+	h[HeaderContentType] = []string{ContentType}
+	h[nats.MsgIdHdr] = []string{e.ID}
+	set := func(k, v string) {
+		if v != "" {
+			h[k] = []string{v}
+		}
+	}
+	set(HeaderRefID, e.Env.RefID)
+	set(HeaderPlatform, e.Env.Platform)
+	set(HeaderDeliveryID, e.Meta.DeliveryID)
+	set(HeaderDeliveryAttempt, e.Meta.DeliveryAttempt)
+	set(HeaderTraceParent, e.Meta.TraceParent)
+	set(HeaderTraceState, e.Meta.TraceState)
+	if e.Meta.Replayed {
+		h[HeaderReplayed] = []string{"true"}
+	}
+	return h
+}
+
+// Msg returns the JetStream message for e: subject, headers and the body as data.
+func (e Event) Msg() *nats.Msg {
+	return &nats.Msg{Subject: e.Subject, Header: e.Header(), Data: e.Data}
+}
