@@ -18,6 +18,9 @@ func (e Event) CloudEvent() event.Event {
 	ce.SetType(e.Type)
 	ce.SetTime(e.Time)
 	ce.SetDataContentType(ContentType)
+	if ds := DataSchema(e.Env.Action); ds != "" {
+		ce.SetDataSchema(ds)
+	}
 	ce.DataEncoded = e.Data
 	for k, v := range e.Header() {
 		if name, ok := extensionName(k); ok {

@@ -209,6 +209,7 @@ func (e Event) Header() nats.Header {
 			h[k] = []string{v}
 		}
 	}
+	set(HeaderDataSchema, DataSchema(e.Env.Action))
 	set(HeaderRefID, e.Env.RefID)
 	set(HeaderPlatform, e.Env.Platform)
 	set(HeaderDeliveryID, e.Meta.DeliveryID)

@@ -1,0 +1,15 @@
+package schema
+
+// DataSchemaBase is where the JSON Schema of each documented action is published; the files
+// live in this repository under schema/jsonschema/ and their $id values start with it.
+const DataSchemaBase = "https://ayrbridge.github.io/ayrbridge/schema/jsonschema/"
+
+// DataSchema returns the ce-dataschema URI for a documented action, or "" for any other action
+// (unknown actions pass through without a schema rather than with a wrong one).
+func DataSchema(action string) string {
+	switch action {
+	case ActionScheduled, ActionSocial, ActionMessages, ActionBatch, ActionFeed, ActionAccountActivity:
+		return DataSchemaBase + action + ".json"
+	}
+	return ""
+}
