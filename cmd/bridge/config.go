@@ -14,16 +14,16 @@ import (
 
 // config is every setting of the bridge; only environment variables set it.
 type config struct {
-	Listen            string        `env:"BRIDGE_LISTEN" envDefault:":8080"`
-	MaxBodyBytes      int64         `env:"BRIDGE_MAX_BODY_BYTES" envDefault:"1048576"`
-	MaxHeaderBytes    int           `env:"BRIDGE_MAX_HEADER_BYTES" envDefault:"65536"`
-	PublishTimeout    time.Duration `env:"BRIDGE_PUBLISH_TIMEOUT" envDefault:"5s"`
-	ReadHeaderTimeout time.Duration `env:"BRIDGE_READ_HEADER_TIMEOUT" envDefault:"5s"`
-	ReadTimeout       time.Duration `env:"BRIDGE_READ_TIMEOUT" envDefault:"15s"`
-	WriteTimeout      time.Duration `env:"BRIDGE_WRITE_TIMEOUT" envDefault:"30s"`
-	IdleTimeout       time.Duration `env:"BRIDGE_IDLE_TIMEOUT" envDefault:"60s"`
-	ShutdownTimeout   time.Duration `env:"BRIDGE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
-	RetryAfter        time.Duration `env:"BRIDGE_RETRY_AFTER" envDefault:"5s"`
+	Listen          string        `env:"BRIDGE_LISTEN" envDefault:":8080"`
+	MaxBodyBytes    int64         `env:"BRIDGE_MAX_BODY_BYTES" envDefault:"1048576"`
+	MaxHeaderBytes  int           `env:"BRIDGE_MAX_HEADER_BYTES" envDefault:"16384"`
+	MaxConns        int           `env:"BRIDGE_MAX_CONNS" envDefault:"10000"`
+	PublishTimeout  time.Duration `env:"BRIDGE_PUBLISH_TIMEOUT" envDefault:"5s"`
+	ReadTimeout     time.Duration `env:"BRIDGE_READ_TIMEOUT" envDefault:"15s"`
+	WriteTimeout    time.Duration `env:"BRIDGE_WRITE_TIMEOUT" envDefault:"10s"`
+	IdleTimeout     time.Duration `env:"BRIDGE_IDLE_TIMEOUT" envDefault:"60s"`
+	ShutdownTimeout time.Duration `env:"BRIDGE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	RetryAfter      time.Duration `env:"BRIDGE_RETRY_AFTER" envDefault:"5s"`
 
 	Secrets       []string      `env:"AYRSHARE_WEBHOOK_SECRETS" envSeparator:","`
 	TimestampSkew time.Duration `env:"AYRSHARE_SIGNATURE_MAX_SKEW" envDefault:"0s"`

@@ -114,13 +114,12 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 		return err
 	}
 	srv := &http.Server{
-		Handler:           ingest.Routes(handler, pub, nil),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          stdlog.New(log.With().Str("component", "http").Logger(), "", 0),
+		Handler:        ingest.Routes(handler, pub, nil),
+		ReadTimeout:    cfg.ReadTimeout,
+		WriteTimeout:   cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxHeaderBytes: cfg.MaxHeaderBytes,
+		ErrorLog:       stdlog.New(log.With().Str("component", "http").Logger(), "", 0),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
