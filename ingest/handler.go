@@ -1,28 +1,26 @@
 // Package ingest is ayrbridge's HTTP side: the webhook handler with its limits and signature
-// check, the health endpoints, and the mapping of every refusal to a status and a JSON error.
+// check, the health endpoints, the server that enforces size and time limits, and the mapping
+// of every refusal to a status and a JSON error.
 package ingest
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
 // Publisher stores ev and returns only after JetStream acknowledged it. It must be safe for
-// concurrent use; an error means the event may not be stored and the sender should retry.
+// concurrent use and bound its own wait; an error means the event may not be stored and the
+// sender should retry.
 type Publisher interface {
 	Publish(ctx context.Context, ev schema.Event) (seq uint64, duplicate bool, err error)
 }
@@ -44,19 +42,12 @@ const DefaultRetryAfter = 5 * time.Second
 type Handler struct {
 	pub        Publisher
 	log        zerolog.Logger
-	maxBody    int64
+	refusals   zerolog.Logger // sampled: a flood of bad requests must not flood the log
+	maxBody    int
 	retryAfter string
 	verify     verifier
-	metrics    Observer
+	metrics    *Metrics
 	now        func() time.Time
-	bufs       sync.Pool
-}
-
-// Observer is told the outcome of every webhook request; metrics implement it.
-type Observer interface {
-	// Observe records one request: its status, the action (empty when refused before parsing),
-	// whether JetStream saw a duplicate, and how long the publish took (0 when not attempted).
-	Observe(status int, action string, duplicate bool, publish time.Duration)
 }
 
 // Option configures a Handler.
@@ -68,7 +59,7 @@ func WithLogger(l zerolog.Logger) Option {
 }
 
 // WithMaxBodyBytes sets the largest accepted body; larger ones get 413.
-func WithMaxBodyBytes(n int64) Option {
+func WithMaxBodyBytes(n int) Option {
 	return func(h *Handler) error {
 		if n <= 0 {
 			return fmt.Errorf("ingest: max body bytes %d must be positive", n)
@@ -79,12 +70,12 @@ func WithMaxBodyBytes(n int64) Option {
 }
 
 // WithSecrets turns signature verification on: a request must carry a signature made with one
-// of secrets. Empty secrets are ignored; none at all leaves verification off.
+// of secrets. Blank secrets are ignored; none at all leaves verification off.
 func WithSecrets(secrets ...string) Option {
 	return func(h *Handler) error {
 		for _, s := range secrets {
 			if s = strings.TrimSpace(s); s != "" {
-				h.verify.secrets = append(h.verify.secrets, []byte(s))
+				h.verify.addSecret([]byte(s))
 			}
 		}
 		return nil
@@ -114,13 +105,13 @@ func WithRetryAfter(d time.Duration) Option {
 	}
 }
 
-// WithObserver reports each request's outcome to o.
-func WithObserver(o Observer) Option {
+// WithMetrics records every request in m.
+func WithMetrics(m *Metrics) Option {
 	return func(h *Handler) error {
-		if o == nil {
-			return errors.New("ingest: nil Observer")
+		if m == nil {
+			return errors.New("ingest: nil Metrics")
 		}
-		h.metrics = o
+		h.metrics = m
 		return nil
 	}
 }
@@ -140,7 +131,6 @@ func NewHandler(pub Publisher, opts ...Option) (*Handler, error) {
 		log:        zerolog.Nop(),
 		maxBody:    DefaultMaxBodyBytes,
 		retryAfter: strconv.Itoa(int(DefaultRetryAfter / time.Second)),
-		metrics:    nopObserver{},
 		now:        time.Now,
 	}
 	h.verify.now = time.Now
@@ -149,114 +139,151 @@ func NewHandler(pub Publisher, opts ...Option) (*Handler, error) {
 			return nil, err
 		}
 	}
+	h.refusals = h.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}})
 	return h, nil
 }
 
-// Accepted is the JSON body of a 200 answer.
-type Accepted struct {
-	ID        string `json:"id"`
-	Subject   string `json:"subject"`
-	Sequence  uint64 `json:"seq"`
-	Duplicate bool   `json:"duplicate"`
+// ServeFastHTTP handles one webhook request.
+func (h *Handler) ServeFastHTTP(rc *fasthttp.RequestCtx) {
+	h.metrics.begin()
+	status, action, dup, took := h.serve(rc)
+	h.metrics.done(status, action, dup, took)
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		h.refuse(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: use POST", nil)
-		return
+// serve answers rc and reports the status, and for a stored event its action, whether it was
+// a duplicate and how long the publish took.
+func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup bool, took time.Duration) {
+	defer func() {
+		// Nothing should panic here (fuzzing checks); if something does, one request fails,
+		// not the process with every request in flight.
+		if p := recover(); p != nil {
+			h.log.Error().Interface("panic", p).Msg("webhook handler panicked")
+			status = writeError(rc, errInternal, errInternal.Error())
+		}
+	}()
+	if !rc.IsPost() {
+		rc.Response.Header.Set("Allow", fasthttp.MethodPost)
+		return h.refuse(rc, errMethod, errMethod.Error()), "", false, 0
 	}
-	if !jsonContentType(r.Header.Get("Content-Type")) {
-		h.refuse(w, r, http.StatusUnsupportedMediaType, "content type must be application/json", nil)
-		return
+	if !jsonContentType(rc.Request.Header.ContentType()) {
+		return h.refuse(rc, errContentType, errContentType.Error()), "", false, 0
 	}
-	if r.ContentLength > h.maxBody {
-		h.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", h.maxBody), nil)
-		return
+	body := rc.PostBody()
+	if len(body) > h.maxBody {
+		return h.refuse(rc, errTooLarge, "body exceeds "+strconv.Itoa(h.maxBody)+" bytes"), "", false, 0
 	}
-	buf := h.getBuffer()
-	defer h.bufs.Put(buf)
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, h.maxBody+1)); err != nil {
-		h.refuse(w, r, http.StatusBadRequest, "could not read body", err)
-		return
-	}
-	if int64(buf.Len()) > h.maxBody {
-		h.refuse(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds %d bytes", h.maxBody), nil)
-		return
-	}
-	body := buf.Bytes()
 	if h.verify.enabled() {
-		if err := h.verify.verify(r.Header, body); err != nil {
-			h.refuse(w, r, http.StatusUnauthorized, err.Error(), nil)
-			return
+		if err := h.verify.verify(&rc.Request.Header, body); err != nil {
+			return h.refuse(rc, err, err.Error()), "", false, 0
 		}
 	}
+	hdr := &rc.Request.Header
 	ev, err := schema.NewEvent(body, schema.Meta{
 		ReceivedAt:      h.now(),
-		DeliveryID:      r.Header.Get(HeaderDeliveryID),
-		DeliveryAttempt: r.Header.Get(HeaderDeliveryAttempt),
-		TraceParent:     r.Header.Get("Traceparent"),
-		TraceState:      r.Header.Get("Tracestate"),
+		DeliveryID:      headerString(hdr, HeaderDeliveryID),
+		DeliveryAttempt: headerString(hdr, HeaderDeliveryAttempt),
+		TraceParent:     traceParent(hdr.Peek("Traceparent")),
+		TraceState:      headerString(hdr, "Tracestate"),
 	})
 	if err != nil {
-		h.refuse(w, r, http.StatusBadRequest, err.Error(), nil)
-		return
+		return h.refuse(rc, err, err.Error()), "", false, 0
 	}
+	// Not rc: fasthttp cancels it when the server shuts down, and a request in flight then
+	// should still finish. The publisher bounds the wait itself.
 	start := time.Now()
-	seq, dup, err := h.pub.Publish(r.Context(), ev)
-	took := time.Since(start)
+	seq, dup, err := h.pub.Publish(context.Background(), ev)
+	took = time.Since(start)
 	if err != nil {
-		w.Header().Set("Retry-After", h.retryAfter)
+		rc.Response.Header.Set("Retry-After", h.retryAfter)
 		h.log.Warn().Err(err).Str("id", ev.ID).Str("subject", ev.Subject).Dur("took", took).Msg("publish failed")
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event store unavailable, retry later"})
-		h.metrics.Observe(http.StatusServiceUnavailable, ev.Env.Action, false, took)
-		return
+		return writeError(rc, errUnavailable, errUnavailable.Error()), "", false, took
 	}
-	writeJSON(w, http.StatusOK, Accepted{ID: ev.ID, Subject: ev.Subject, Sequence: seq, Duplicate: dup})
-	h.metrics.Observe(http.StatusOK, ev.Env.Action, dup, took)
-	h.log.Debug().Str("id", ev.ID).Str("subject", ev.Subject).Uint64("seq", seq).Bool("duplicate", dup).Msg("webhook stored")
-}
-
-func (h *Handler) getBuffer() *bytes.Buffer {
-	if b, ok := h.bufs.Get().(*bytes.Buffer); ok {
-		b.Reset()
-		return b
+	b := append(rc.Response.Body()[:0], `{"id":`...)
+	b = appendJSONString(b, ev.ID)
+	b = append(b, `,"subject":`...)
+	b = appendJSONString(b, ev.Subject)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"duplicate":`...)
+	b = strconv.AppendBool(b, dup)
+	b = append(b, "}\n"...)
+	writeJSON(rc, fasthttp.StatusOK, b)
+	if e := h.log.Debug(); e.Enabled() {
+		e.Str("id", ev.ID).Str("subject", ev.Subject).Uint64("seq", seq).Bool("duplicate", dup).Msg("webhook stored")
 	}
-	return new(bytes.Buffer)
+	return fasthttp.StatusOK, ev.Env.Action, dup, took
 }
 
-// refuse answers a request that can never succeed as sent; cause is logged, never echoed.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, msg string, cause error) {
-	h.log.Info().Err(cause).Int("status", status).Str("reason", msg).Str("remote", r.RemoteAddr).Msg("webhook refused")
-	writeJSON(w, status, errorBody{Error: msg})
-	h.metrics.Observe(status, "", false, 0)
-}
-
-type errorBody struct {
-	Error string `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+// refuse answers a request that will not be stored; the reason is logged (sampled), never a
+// secret, a signature or the body.
+func (h *Handler) refuse(rc *fasthttp.RequestCtx, err error, msg string) int {
+	status := writeError(rc, err, msg)
+	h.refusals.Info().Int("status", status).Str("reason", msg).Stringer("remote", rc.RemoteAddr()).Msg("webhook refused")
+	return status
 }
 
 // jsonContentType accepts application/json, any +json type and, for senders that set none, an
 // absent header.
-func jsonContentType(ct string) bool {
-	if ct == "" {
+func jsonContentType(ct []byte) bool {
+	if len(ct) == 0 {
 		return true
 	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return false
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
 	}
-	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+	ct = bytes.TrimSpace(ct)
+	return bytes.EqualFold(ct, []byte("application/json")) ||
+		(len(ct) > 5 && bytes.EqualFold(ct[len(ct)-5:], []byte("+json")) && bytes.HasPrefix(bytes.ToLower(ct), []byte("application/")))
 }
 
-type nopObserver struct{}
+// maxHeaderValue bounds what a delivery header may add to the stored message.
+const maxHeaderValue = 256
 
-func (nopObserver) Observe(int, string, bool, time.Duration) {}
+// headerString returns a request header that travels on as an extension, or "" when it is
+// absent, too long or not printable ASCII (the extension is dropped rather than the event).
+func headerString(h *fasthttp.RequestHeader, key string) string {
+	v := h.Peek(key)
+	if len(v) == 0 || len(v) > maxHeaderValue {
+		return ""
+	}
+	for _, c := range v {
+		if c < 0x20 || c > 0x7e {
+			return ""
+		}
+	}
+	return string(v)
+}
+
+// traceParent returns v when it is a valid W3C traceparent (version 00 layout), else "": a
+// consumer continuing the trace must be able to trust its shape.
+func traceParent(v []byte) string {
+	// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || (len(v) > 55 && (v[0] == '0' && v[1] == '0' || v[55] != '-')) {
+		return ""
+	}
+	if bytes.Equal(v[:2], []byte("ff")) || !lowerHex(v[:2]) || !lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) {
+		return ""
+	}
+	if allZero(v[3:35]) || allZero(v[36:52]) {
+		return ""
+	}
+	return string(v[:55])
+}
+
+func lowerHex(b []byte) bool {
+	for _, c := range b {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != '0' {
+			return false
+		}
+	}
+	return true
+}

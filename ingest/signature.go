@@ -1,14 +1,18 @@
 package ingest
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
-	"net/http"
+	"hash"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Signature headers Ayrshare sends when a webhook was registered with a secret.
@@ -27,55 +31,65 @@ var (
 // verifier checks HMAC-SHA256 signatures against every configured secret, so operators can
 // rotate secrets without refusing deliveries signed with the old one.
 type verifier struct {
-	secrets [][]byte
-	maxSkew time.Duration // 0 leaves X-Authorization-Timestamp unchecked
+	macs    []sync.Pool // one pool of keyed HMACs per secret; keying costs two hash blocks
+	maxSkew time.Duration
 	now     func() time.Time
 }
 
-func (v *verifier) enabled() bool { return len(v.secrets) > 0 }
+func (v *verifier) addSecret(secret []byte) {
+	v.macs = append(v.macs, sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }})
+}
 
-// verify returns nil when any signature header entry is the hex HMAC of body under any secret.
-func (v *verifier) verify(h http.Header, body []byte) error {
-	var candidates [][]byte
-	for _, s := range h.Values(HeaderSignature) {
-		if sig, ok := decodeHex(s); ok {
-			candidates = append(candidates, sig)
+func (v *verifier) enabled() bool { return len(v.macs) > 0 }
+
+// maxCandidates bounds the signature entries looked at, so a request cannot make the bridge
+// compute an unbounded number of comparisons.
+const maxCandidates = 8
+
+// verify returns nil when any signature header entry is the hex HMAC of body under any secret
+// and, when a skew is set, the timestamp header is within it.
+func (v *verifier) verify(h *fasthttp.RequestHeader, body []byte) error {
+	var cands [maxCandidates][sha256.Size]byte
+	n, seen := 0, false
+	add := func(s []byte) {
+		seen = true
+		if n < maxCandidates && decodeHex(&cands[n], s) {
+			n++
 		}
 	}
-	for _, line := range h.Values(HeaderSignatureV2) {
-		for entry := range strings.SplitSeq(line, ",") {
-			sig, found := strings.CutPrefix(strings.TrimSpace(entry), "v1=")
-			if !found {
-				continue
+	for _, s := range h.PeekAll(HeaderSignature) {
+		add(s)
+	}
+	for _, line := range h.PeekAll(HeaderSignatureV2) {
+		for len(line) > 0 {
+			var entry []byte
+			entry, line, _ = bytes.Cut(line, []byte{','})
+			if sig, ok := bytes.CutPrefix(bytes.TrimSpace(entry), []byte("v1=")); ok {
+				add(sig)
 			}
-			if b, ok := decodeHex(sig); ok {
-				candidates = append(candidates, b)
-			}
 		}
 	}
-	if len(candidates) == 0 {
-		if h.Get(HeaderSignature) == "" && h.Get(HeaderSignatureV2) == "" {
-			return errNoSignature
-		}
-		return errBadSignature
+	if !seen {
+		return errNoSignature
 	}
-	matched := false
-	for _, secret := range v.secrets {
-		mac := hmac.New(sha256.New, secret)
+	matched := 0
+	var sum [sha256.Size]byte
+	for i := range v.macs {
+		mac := v.macs[i].Get().(hash.Hash)
+		mac.Reset()
 		mac.Write(body)
-		want := mac.Sum(nil)
-		for _, c := range candidates {
-			// Every comparison runs, so timing does not tell which secret or entry matched.
-			if hmac.Equal(want, c) {
-				matched = true
-			}
+		want := mac.Sum(sum[:0])
+		v.macs[i].Put(mac)
+		// Every comparison runs, so timing does not tell which secret or entry matched.
+		for j := range n {
+			matched |= subtle.ConstantTimeCompare(want, cands[j][:])
 		}
 	}
-	if !matched {
+	if matched == 0 {
 		return errBadSignature
 	}
 	if v.maxSkew > 0 {
-		ts, err := strconv.ParseInt(strings.TrimSpace(h.Get(HeaderTimestamp)), 10, 64)
+		ts, err := strconv.ParseInt(string(bytes.TrimSpace(h.Peek(HeaderTimestamp))), 10, 64)
 		if err != nil {
 			return errStale
 		}
@@ -87,11 +101,11 @@ func (v *verifier) verify(h http.Header, body []byte) error {
 	return nil
 }
 
-func decodeHex(s string) ([]byte, bool) {
-	s = strings.TrimSpace(s)
+func decodeHex(dst *[sha256.Size]byte, s []byte) bool {
+	s = bytes.TrimSpace(s)
 	if len(s) != 2*sha256.Size {
-		return nil, false
+		return false
 	}
-	b, err := hex.DecodeString(s)
-	return b, err == nil
+	_, err := hex.Decode(dst[:], s)
+	return err == nil
 }

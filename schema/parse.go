@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Sentinel errors returned (wrapped) by Parse; ingest maps each to a 400.
@@ -15,7 +16,15 @@ var (
 	ErrNotObject = errors.New("body is not a JSON object")
 	// ErrNoAction means the object has no action, an empty one, or one that is not a string.
 	ErrNoAction = errors.New(`"action" is missing, empty or not a string`)
+	// ErrBadField means a field that becomes a subject token or a message header is longer
+	// than MaxFieldBytes or holds control characters or invalid UTF-8.
+	ErrBadField = errors.New("field is too long or holds control characters")
 )
+
+// MaxFieldBytes bounds each field that ends up in the subject or a header (action, subAction,
+// type, hookId, refId, platform): NATS limits a message's control line and headers, and a
+// refusal is better than a publish the server rejects on every retry.
+const MaxFieldBytes = 256
 
 // Envelope is the routing view of a webhook: the top-level fields every action shares.
 // Fields that are absent or not strings are empty.
@@ -66,6 +75,14 @@ func Parse(body []byte) (Envelope, error) {
 	if !sawAction || env.Action == "" {
 		return Envelope{}, ErrNoAction
 	}
+	for _, f := range [...]struct{ name, v string }{
+		{"action", env.Action}, {"subAction", env.SubAction}, {"type", env.Type},
+		{"hookId", env.HookID}, {"refId", env.RefID}, {"platform", env.Platform},
+	} {
+		if !headerSafe(f.v) {
+			return Envelope{}, fmt.Errorf("%w: %s", ErrBadField, f.name)
+		}
+	}
 	return env, nil
 }
 
@@ -112,6 +129,20 @@ func stringValue(raw []byte) string {
 		return ""
 	}
 	return s
+}
+
+// headerSafe reports whether s may travel in a NATS header or subject: short, valid UTF-8 and
+// free of control characters (which could break the protocol line).
+func headerSafe(s string) bool {
+	if len(s) > MaxFieldBytes {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
 }
 
 func skipSpace(b []byte, i int) int {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/ayrbridge/ayrbridge/ingest"
 	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -15,7 +16,7 @@ import (
 // config is every setting of the bridge; only environment variables set it.
 type config struct {
 	Listen          string        `env:"BRIDGE_LISTEN" envDefault:":8080"`
-	MaxBodyBytes    int64         `env:"BRIDGE_MAX_BODY_BYTES" envDefault:"1048576"`
+	MaxBodyBytes    int           `env:"BRIDGE_MAX_BODY_BYTES" envDefault:"1048576"`
 	MaxHeaderBytes  int           `env:"BRIDGE_MAX_HEADER_BYTES" envDefault:"16384"`
 	MaxConns        int           `env:"BRIDGE_MAX_CONNS" envDefault:"10000"`
 	PublishTimeout  time.Duration `env:"BRIDGE_PUBLISH_TIMEOUT" envDefault:"5s"`
@@ -62,14 +63,18 @@ func loadConfig(environ map[string]string) (config, error) {
 
 func (c config) validate() error {
 	var errs []error
-	if c.MaxBodyBytes <= 0 {
-		errs = append(errs, fmt.Errorf("BRIDGE_MAX_BODY_BYTES=%d: must be positive", c.MaxBodyBytes))
+	if err := c.server().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("BRIDGE_* limits: %w", err))
 	}
 	if c.PublishTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("BRIDGE_PUBLISH_TIMEOUT=%s: must be positive", c.PublishTimeout))
 	}
 	if c.WriteTimeout <= c.PublishTimeout {
+		// The answer is written after the publish; a shorter write timeout would cut it off.
 		errs = append(errs, fmt.Errorf("BRIDGE_WRITE_TIMEOUT=%s must exceed BRIDGE_PUBLISH_TIMEOUT=%s", c.WriteTimeout, c.PublishTimeout))
+	}
+	if c.ShutdownTimeout <= c.PublishTimeout {
+		errs = append(errs, fmt.Errorf("BRIDGE_SHUTDOWN_TIMEOUT=%s must exceed BRIDGE_PUBLISH_TIMEOUT=%s so requests in flight can finish", c.ShutdownTimeout, c.PublishTimeout))
 	}
 	if c.RetryAfter < time.Second {
 		errs = append(errs, fmt.Errorf("BRIDGE_RETRY_AFTER=%s: must be at least 1s", c.RetryAfter))
@@ -87,6 +92,17 @@ func (c config) validate() error {
 }
 
 func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
+
+func (c config) server() ingest.ServerConfig {
+	return ingest.ServerConfig{
+		MaxBodyBytes:   c.MaxBodyBytes,
+		MaxHeaderBytes: c.MaxHeaderBytes,
+		MaxConns:       c.MaxConns,
+		ReadTimeout:    c.ReadTimeout,
+		WriteTimeout:   c.WriteTimeout,
+		IdleTimeout:    c.IdleTimeout,
+	}
+}
 
 func (c config) streamConfig() publish.StreamConfig {
 	return publish.StreamConfig{

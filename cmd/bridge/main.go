@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,6 +17,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/ayrbridge/ayrbridge/ingest"
@@ -34,10 +35,16 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(cfg, os.Stderr)
+	go func() {
+		// A second signal during shutdown kills the process, as operators expect.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := run(ctx, cfg, log, nil); err != nil {
 		log.Error().Err(err).Msg("bridge stopped")
 		os.Exit(1)
 	}
+	log.Info().Msg("bridge stopped")
 }
 
 func newLogger(cfg config, w io.Writer) zerolog.Logger {
@@ -103,23 +110,28 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		publish.NewConnCollector(nc))
+	metrics, err := ingest.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 	handler, err := ingest.NewHandler(pub,
 		ingest.WithLogger(log),
 		ingest.WithMaxBodyBytes(cfg.MaxBodyBytes),
 		ingest.WithSecrets(cfg.Secrets...),
 		ingest.WithTimestampSkew(cfg.TimestampSkew),
 		ingest.WithRetryAfter(cfg.RetryAfter),
+		ingest.WithMetrics(metrics),
 	)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:        ingest.Routes(handler, pub, nil),
-		ReadTimeout:    cfg.ReadTimeout,
-		WriteTimeout:   cfg.WriteTimeout,
-		IdleTimeout:    cfg.IdleTimeout,
-		MaxHeaderBytes: cfg.MaxHeaderBytes,
-		ErrorLog:       stdlog.New(log.With().Str("component", "http").Logger(), "", 0),
+	routes := ingest.Routes(handler, pub, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv, err := ingest.NewServer(routes, cfg.server(), metrics, log)
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -146,7 +158,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := srv.ShutdownWithContext(sctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
 	}
 	if err := drain(sctx, nc); err != nil {
@@ -164,7 +176,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cf
 			return
 		}
 		if max := nc.MaxPayload(); max < int64(maxPayload(cfg.MaxBodyBytes)) {
-			log.Warn().Int64("server_max_payload", max).Int64("max_body_bytes", cfg.MaxBodyBytes).
+			log.Warn().Int64("server_max_payload", max).Int("max_body_bytes", cfg.MaxBodyBytes).
 				Msg("nats max_payload is below BRIDGE_MAX_BODY_BYTES plus headers: the largest webhooks will be refused by the server")
 		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -210,7 +222,7 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 }
 
 // maxPayload is the NATS message size a body of maxBody bytes needs: the body plus headers.
-func maxPayload(maxBody int64) int32 {
+func maxPayload(maxBody int) int32 {
 	const headroom = 64 << 10
 	const serverDefault = 1 << 20
 	return int32(max(maxBody+headroom, serverDefault))
@@ -219,8 +231,13 @@ func maxPayload(maxBody int64) int32 {
 func logStartup(cfg config, log zerolog.Logger) {
 	ev := log.Info().
 		Str("listen", cfg.Listen).
-		Int64("max_body_bytes", cfg.MaxBodyBytes).
+		Int("max_body_bytes", cfg.MaxBodyBytes).
+		Int("max_header_bytes", cfg.MaxHeaderBytes).
+		Int("max_conns", cfg.MaxConns).
 		Stringer("publish_timeout", cfg.PublishTimeout).
+		Stringer("read_timeout", cfg.ReadTimeout).
+		Stringer("write_timeout", cfg.WriteTimeout).
+		Stringer("idle_timeout", cfg.IdleTimeout).
 		Int("webhook_secrets", len(cfg.Secrets)).
 		Stringer("signature_max_skew", cfg.TimestampSkew).
 		Str("stream", cfg.Stream).
