@@ -6,8 +6,6 @@ import (
 	"net"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/ayrbridge/ayrbridge/schema"
 )
 
 // Refusals the handler makes before a webhook reaches the store.
@@ -18,6 +16,7 @@ var (
 	errHeader      = errors.New("request headers too large")
 	errTimeout     = errors.New("request not received in time")
 	errBadRequest  = errors.New("malformed HTTP request")
+	errPayload     = errors.New("invalid webhook payload")
 	errUnavailable = errors.New("event store unavailable, retry later")
 	errNotFound    = errors.New("no such endpoint")
 	errInternal    = errors.New("internal error")
@@ -28,8 +27,7 @@ var (
 // only a request that can never succeed may get a 4xx.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, schema.ErrMalformedJSON), errors.Is(err, schema.ErrNotObject),
-		errors.Is(err, schema.ErrNoAction), errors.Is(err, errBadRequest):
+	case errors.Is(err, errPayload), errors.Is(err, errBadRequest):
 		return fasthttp.StatusBadRequest
 	case errors.Is(err, errNoSignature), errors.Is(err, errBadSignature), errors.Is(err, errStale):
 		return fasthttp.StatusUnauthorized

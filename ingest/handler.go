@@ -186,7 +186,8 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 		TraceState:      headerString(hdr, "Tracestate"),
 	})
 	if err != nil {
-		return h.refuse(rc, err, err.Error()), "", false, 0
+		// Whatever schema refuses is the payload's fault: a 4xx, never retried.
+		return h.refuse(rc, fmt.Errorf("%w: %w", errPayload, err), err.Error()), "", false, 0
 	}
 	// Not rc: fasthttp cancels it when the server shuts down, and a request in flight then
 	// should still finish. The publisher bounds the wait itself.
