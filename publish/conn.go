@@ -71,6 +71,9 @@ func Connect(cfg ConnConfig, srv *server.Server, log zerolog.Logger) (*nats.Conn
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
+		// Without a reconnect buffer a publish fails at once while NATS is away instead of
+		// being sent minutes later, after its webhook was answered 503 and is being retried.
+		nats.ReconnectBufSize(-1),
 		nats.PingInterval(10 * time.Second),
 		nats.MaxPingsOutstanding(2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {

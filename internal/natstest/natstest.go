@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -17,10 +18,17 @@ import (
 // t.TempDir() when dir is empty) and shuts it down when the test ends.
 func RunServer(t testing.TB, dir string) *server.Server {
 	t.Helper()
+	return RunServerAt(t, dir, "127.0.0.1:0")
+}
+
+// RunServerAt is RunServer on a given host:port, so a test can restart a server where its
+// clients will reconnect: shut the first one down, then RunServerAt its Addr() and store.
+func RunServerAt(t testing.TB, dir, listen string) *server.Server {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	ns, err := publish.StartEmbedded(publish.EmbeddedConfig{Listen: "127.0.0.1:0", StoreDir: dir}, zerolog.Nop())
+	ns, err := publish.StartEmbedded(publish.EmbeddedConfig{Listen: listen, StoreDir: dir}, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
@@ -67,4 +75,20 @@ func Messages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.
 		out = append(out, m)
 	}
 	return out
+}
+
+// Eventually calls f until it returns nil, failing the test with f's last error after wait.
+func Eventually(t testing.TB, wait time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %v", wait, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
