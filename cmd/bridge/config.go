@@ -3,12 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/ayrbridge/ayrbridge/ingest"
+	"github.com/ayrbridge/ayrbridge/internal/envconfig"
 	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -46,15 +44,9 @@ type config struct {
 // loadConfig parses environ (the process environment when nil) and validates the result.
 func loadConfig(environ map[string]string) (config, error) {
 	var cfg config
-	opts := env.Options{}
-	if environ != nil {
-		opts.Environment = environ
-	}
-	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+	if err := envconfig.Load(&cfg, environ); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
-	cfg.NATS.URLs = nonEmpty(cfg.NATS.URLs)
-	cfg.Secrets = nonEmpty(cfg.Secrets)
 	if err := cfg.validate(); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
 	}
@@ -63,11 +55,18 @@ func loadConfig(environ map[string]string) (config, error) {
 
 func (c config) validate() error {
 	var errs []error
-	if err := c.server().Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("BRIDGE_* limits: %w", err))
-	}
-	if c.PublishTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("BRIDGE_PUBLISH_TIMEOUT=%s: must be positive", c.PublishTimeout))
+	for _, v := range []struct {
+		name  string
+		value int64
+	}{
+		{"BRIDGE_MAX_BODY_BYTES", int64(c.MaxBodyBytes)}, {"BRIDGE_MAX_HEADER_BYTES", int64(c.MaxHeaderBytes)},
+		{"BRIDGE_MAX_CONNS", int64(c.MaxConns)}, {"BRIDGE_PUBLISH_TIMEOUT", int64(c.PublishTimeout)},
+		{"BRIDGE_READ_TIMEOUT", int64(c.ReadTimeout)}, {"BRIDGE_WRITE_TIMEOUT", int64(c.WriteTimeout)},
+		{"BRIDGE_IDLE_TIMEOUT", int64(c.IdleTimeout)},
+	} {
+		if v.value <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive", v.name))
+		}
 	}
 	if c.WriteTimeout <= c.PublishTimeout {
 		// The answer is written after the publish; a shorter write timeout would cut it off.
@@ -112,15 +111,4 @@ func (c config) streamConfig() publish.StreamConfig {
 		DedupWindow: c.DedupWindow,
 		MaxAge:      c.MaxAge,
 	}
-}
-
-// nonEmpty drops the blanks a trailing or doubled comma leaves in a list.
-func nonEmpty(list []string) []string {
-	out := list[:0]
-	for _, s := range list {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
