@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/schema"
+)
+
+// buildBridge compiles this command into a temporary directory.
+func buildBridge(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process test: builds and runs the bridge binary")
+	}
+	bin := filepath.Join(t.TempDir(), "bridge")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// bridgeProc is a bridge running as a child process.
+type bridgeProc struct {
+	cmd  *exec.Cmd
+	URL  string // http://host:port
+	NATS string // the embedded server's client URL, when embedded
+	exit chan error
+}
+
+// startProc starts the binary with environ and waits until it accepts webhooks and is ready.
+func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "BRIDGE_LISTEN=127.0.0.1:0", "NATS_EMBEDDED_LISTEN=127.0.0.1:0", "LOG_LEVEL=info")
+	for k, v := range environ {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &bridgeProc{cmd: cmd, exit: make(chan error, 1)}
+	addrs := make(chan [2]string, 1)
+	go func() {
+		var nats string
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line struct{ Message, Addr, URL string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch line.Message {
+			case "embedded nats with jetstream started":
+				nats = line.URL
+			case "accepting webhooks on /webhook":
+				addrs <- [2]string{line.Addr, nats}
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	go func() { p.exit <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.exit
+	})
+	select {
+	case a := <-addrs:
+		p.URL, p.NATS = "http://"+a[0], a[1]
+	case err := <-p.exit:
+		t.Fatalf("bridge exited at start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("bridge did not start")
+	}
+	natstest.Eventually(t, 15*time.Second, func() error {
+		a, err := tryGet(p.URL + "/readyz")
+		if err == nil && a != 200 {
+			err = fmt.Errorf("readyz %d", a)
+		}
+		return err
+	})
+	return p
+}
+
+// load posts unique webhooks from clients goroutines until stop is closed, recording the ids
+// JetStream acknowledged (2xx).
+type load struct {
+	mu      sync.Mutex
+	acked   map[string]bool
+	sent    atomic.Int64
+	refused atomic.Int64
+	bad     atomic.Int64 // answers that are neither 2xx nor 503 nor a refused connection
+	wg      sync.WaitGroup
+	stop    chan struct{}
+}
+
+func startLoad(url string, clients int, prefix string) *load {
+	l := &load{acked: map[string]bool{}, stop: make(chan struct{})}
+	for c := range clients {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("%s-%d-%d", prefix, c, i)
+				l.sent.Add(1)
+				a, err := tryPost(url+"/webhook", fmt.Appendf(nil, `{"action":"scheduled","status":"success","hookId":%q}`, id), nil)
+				switch {
+				case err == nil && a.Status == 200:
+					l.mu.Lock()
+					l.acked[id] = true
+					l.mu.Unlock()
+				case err != nil || a.Status == 503:
+					l.refused.Add(1)
+					time.Sleep(5 * time.Millisecond)
+				default:
+					l.bad.Add(1)
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) ackedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acked)
+}
+
+func (l *load) finish() map[string]bool {
+	close(l.stop)
+	l.wg.Wait()
+	return l.acked
+}
+
+// waitAcked blocks until n events were acknowledged.
+func (l *load) waitAcked(t *testing.T, n int) {
+	t.Helper()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		if got := l.ackedCount(); got < n {
+			return fmt.Errorf("%d of %d acknowledged", got, n)
+		}
+		return nil
+	})
+}
+
+// requireStoredOnce checks every acknowledged id is in the stream exactly once, and no id is
+// there twice.
+func requireStoredOnce(t *testing.T, natsURL string, acked map[string]bool) {
+	t.Helper()
+	stored := map[string]int{}
+	for _, m := range natstest.Messages(t, streamJS(t, natsURL), "AYRSHARE") {
+		stored[m.Header.Get(schema.HeaderID)]++
+	}
+	lost, dups := 0, 0
+	for id := range acked {
+		if stored[id] == 0 {
+			lost++
+		}
+	}
+	for _, n := range stored {
+		if n > 1 {
+			dups++
+		}
+	}
+	t.Logf("acknowledged %d, stored %d distinct, lost %d, duplicated %d", len(acked), len(stored), lost, dups)
+	if lost != 0 || dups != 0 {
+		t.Fatalf("lost %d acknowledged events, %d stored twice", lost, dups)
+	}
+}
+
+// TestSIGKILLEmbedded kills a bridge running its embedded server under concurrent load and
+// starts it again on the same store: every acknowledged event is there, once.
+func TestSIGKILLEmbedded(t *testing.T) {
+	bin := buildBridge(t)
+	dir := t.TempDir()
+	p := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
+	l := startLoad(p.URL, 32, "kill")
+	l.waitAcked(t, 300)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exit
+	p.exit <- nil
+	acked := l.finish()
+	if l.bad.Load() != 0 {
+		t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
+	}
+	again := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
+	t.Logf("sent %d", l.sent.Load())
+	requireStoredOnce(t, again.NATS, acked)
+}
+
+// TestSIGKILLExternal is the same with the bridge on an external nats-server.
+func TestSIGKILLExternal(t *testing.T) {
+	bin := buildBridge(t)
+	ns := natstest.RunServer(t, "")
+	env := map[string]string{"NATS_URL": ns.ClientURL()}
+	p := startProc(t, bin, env)
+	l := startLoad(p.URL, 32, "kill-ext")
+	l.waitAcked(t, 300)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exit
+	p.exit <- nil
+	acked := l.finish()
+	if l.bad.Load() != 0 {
+		t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
+	}
+	again := startProc(t, bin, env)
+	if a := post(t, again.URL+"/webhook", []byte(`{"action":"feed","hookId":"after-restart"}`), nil); a.Status != 200 {
+		t.Fatalf("restarted bridge: %+v", a)
+	}
+	acked["after-restart"] = true
+	requireStoredOnce(t, ns.ClientURL(), acked)
+}
