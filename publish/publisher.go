@@ -1,9 +1,12 @@
 package publish
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +24,8 @@ var ErrUnavailable = errors.New("jetstream unavailable")
 // goroutines may call Publish at once: their messages are in flight together on one connection.
 type Publisher struct {
 	js             jetstream.JetStream
+	nc             *nats.Conn
+	expectStream   []string // the Nats-Expected-Stream value, shared read-only by every message
 	stream         string
 	timeout        time.Duration
 	attemptTimeout time.Duration
@@ -67,7 +72,7 @@ func NewPublisher(js jetstream.JetStream, stream string, opts ...Option) (*Publi
 	if stream == "" {
 		return nil, errors.New("publish: empty stream name")
 	}
-	p := &Publisher{js: js, stream: stream, timeout: 5 * time.Second, backoff: 50 * time.Millisecond, log: zerolog.Nop()}
+	p := &Publisher{js: js, nc: js.Conn(), expectStream: []string{stream}, stream: stream, timeout: 5 * time.Second, backoff: 50 * time.Millisecond, log: zerolog.Nop()}
 	for _, opt := range opts {
 		if err := opt(p); err != nil {
 			return nil, err
@@ -83,38 +88,95 @@ func NewPublisher(js jetstream.JetStream, stream string, opts ...Option) (*Publi
 // wrapping ErrUnavailable (safe to retry: the Nats-Msg-Id makes a stored copy a duplicate).
 // It retries lost or unanswered attempts with the same id within its timeout.
 func (p *Publisher) Publish(ctx context.Context, ev schema.Event) (seq uint64, duplicate bool, err error) {
-	ack, err := p.PublishMsg(ctx, ev.Msg())
-	if err != nil {
-		return 0, false, err
-	}
-	return ack.Sequence, ack.Duplicate, nil
+	return p.PublishMsg(ctx, ev.Msg())
 }
 
-// PublishMsg is Publish for a prepared message, which must carry a Nats-Msg-Id header.
-func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
+// PublishMsg is Publish for a prepared message, which must carry a Nats-Msg-Id header. It
+// adds the Nats-Expected-Stream header, so a message the subject would route elsewhere is
+// refused rather than stored in the wrong stream.
+func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) (seq uint64, duplicate bool, err error) {
+	msg.Header[jetstream.ExpectedStreamHeader] = p.expectStream
+	deadline := time.Now().Add(p.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	backoff := p.backoff
 	for attempt := 1; ; attempt++ {
-		actx, acancel := context.WithTimeout(ctx, p.attemptTimeout)
-		ack, err := p.js.PublishMsg(actx, msg, jetstream.WithExpectStream(p.stream), jetstream.WithRetryAttempts(0))
-		acancel()
+		wait := min(p.attemptTimeout, time.Until(deadline))
+		var resp *nats.Msg
+		if ctx.Done() == nil {
+			// No cancellation to watch (the bridge's case): a pooled timer, no context.
+			resp, err = p.nc.RequestMsg(msg, wait)
+		} else {
+			actx, cancel := context.WithTimeout(ctx, wait)
+			resp, err = p.nc.RequestMsgWithContext(actx, msg)
+			cancel()
+		}
 		if err == nil {
-			return ack, nil
+			seq, duplicate, err = parseAck(resp.Data)
+			if err == nil {
+				return seq, duplicate, nil
+			}
 		}
 		p.log.Debug().Err(err).Int("attempt", attempt).Str("id", msg.Header.Get(nats.MsgIdHdr)).Msg("publish attempt failed")
-		wait := min(backoff, time.Second)
+		pause := min(backoff, time.Second)
 		backoff *= 2
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			wait = 0 // the attempt already waited
+			pause = 0 // the attempt already waited; send again at once, with the same id
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, attempt, err)
-		case <-time.After(wait):
+		if ctx.Err() != nil || time.Until(deadline) <= pause {
+			return 0, false, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, attempt, err)
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, attempt, err)
+		if pause > 0 {
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+}
+
+// parseAck reads JetStream's answer to a publish. The fields are found by hand: the answer's
+// shape is fixed and decoding it with reflection cost more than the rest of the publish.
+func parseAck(data []byte) (seq uint64, duplicate bool, err error) {
+	if bytes.Contains(data, []byte(`"error"`)) {
+		var res struct {
+			Error *jetstream.APIError `json:"error"`
+		}
+		if json.Unmarshal(data, &res) == nil && res.Error != nil {
+			return 0, false, fmt.Errorf("jetstream refused the message: %w", res.Error)
+		}
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	digits, ok := ackField(data, "seq")
+	if !ok || !bytes.Contains(data, []byte(`"stream"`)) {
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	n := 0
+	for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
+		n++
+	}
+	seq, err = strconv.ParseUint(string(digits[:n]), 10, 64)
+	if err != nil {
+		return 0, false, jetstream.ErrInvalidJSAck
+	}
+	dup, _ := ackField(data, "duplicate")
+	return seq, bytes.HasPrefix(dup, []byte("true")), nil
+}
+
+// ackField returns what follows the top-level member name's colon (and any spaces) in an ack:
+// the server writes some acks by hand ("duplicate": true) and others with encoding/json.
+func ackField(data []byte, name string) ([]byte, bool) {
+	for {
+		i := bytes.Index(data, []byte(`"`+name+`"`))
+		if i < 0 {
+			return nil, false
+		}
+		data = bytes.TrimLeft(data[i+len(name)+2:], " ")
+		if len(data) > 0 && data[0] == ':' {
+			return bytes.TrimLeft(data[1:], " "), true
 		}
 	}
 }

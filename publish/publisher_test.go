@@ -210,3 +210,28 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func TestParseAck(t *testing.T) {
+	tests := map[string]struct {
+		ack     string
+		seq     uint64
+		dup, ok bool
+	}{
+		"hand-written":       {`{"stream":"AYRSHARE","seq":42}`, 42, false, true},
+		"hand-written dup":   {`{"stream":"AYRSHARE","seq":42,"duplicate": true}`, 42, true, true},
+		"with domain":        {`{"stream":"AYRSHARE","domain":"edge","seq":7}`, 7, false, true},
+		"encoding/json dup":  {`{"stream":"AYRSHARE","seq":9,"duplicate":true}`, 9, true, true},
+		"spaced":             {`{"stream": "AYRSHARE", "seq": 11, "duplicate": false}`, 11, false, true},
+		"stream named seq":   {`{"stream":"seq","seq":3}`, 3, false, true},
+		"api error":          {`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, 0, false, false},
+		"not json":           {`+OK`, 0, false, false},
+		"no sequence":        {`{"stream":"AYRSHARE"}`, 0, false, false},
+		"sequence not digit": {`{"stream":"AYRSHARE","seq":"x"}`, 0, false, false},
+	}
+	for name, tt := range tests {
+		seq, dup, err := publish.ParseAck([]byte(tt.ack))
+		if (err == nil) != tt.ok || seq != tt.seq || dup != tt.dup {
+			t.Errorf("%s: ParseAck(%s) = %d %v %v", name, tt.ack, seq, dup, err)
+		}
+	}
+}

@@ -196,19 +196,22 @@ func compact(dst, raw []byte) ([]byte, error) {
 // Header returns the CloudEvents binary-mode headers plus Nats-Msg-Id, so JetStream stores a
 // redelivered event once.
 func (e Event) Header() nats.Header {
-	h := make(nats.Header, 14)
-	h[HeaderSpecVersion] = []string{"1.0"}
-	h[HeaderID] = []string{e.ID}
-	h[HeaderSource] = []string{e.Source}
-	h[HeaderType] = []string{e.Type}
-	h[HeaderTime] = []string{e.Time.Format(time.RFC3339Nano)}
-	h[HeaderContentType] = []string{ContentType}
-	h[nats.MsgIdHdr] = []string{e.ID}
+	h := make(nats.Header, 16)
+	// One array backs every value slice: a header costs two allocations, not one per entry.
+	vals := make([]string, 0, 16)
 	set := func(k, v string) {
 		if v != "" {
-			h[k] = []string{v}
+			vals = append(vals, v)
+			h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 		}
 	}
+	set(HeaderSpecVersion, "1.0")
+	set(HeaderID, e.ID)
+	set(HeaderSource, e.Source)
+	set(HeaderType, e.Type)
+	set(HeaderTime, e.Time.Format(time.RFC3339Nano))
+	set(HeaderContentType, ContentType)
+	set(nats.MsgIdHdr, e.ID)
 	set(HeaderDataSchema, DataSchema(e.Env.Action))
 	set(HeaderRefID, e.Env.RefID)
 	set(HeaderPlatform, e.Env.Platform)
@@ -217,7 +220,7 @@ func (e Event) Header() nats.Header {
 	set(HeaderTraceParent, e.Meta.TraceParent)
 	set(HeaderTraceState, e.Meta.TraceState)
 	if e.Meta.Replayed {
-		h[HeaderReplayed] = []string{"true"}
+		set(HeaderReplayed, "true")
 	}
 	return h
 }

@@ -39,38 +39,30 @@ type Envelope struct {
 }
 
 // Parse validates body as one JSON object with a non-empty string action and returns its
-// envelope. It reads only the top level and never re-encodes the body.
+// envelope. It reads the body once, validating it as json.Valid would while picking out the
+// top-level fields, and never re-encodes it.
 func Parse(body []byte) (Envelope, error) {
-	var env Envelope
-	if !json.Valid(body) {
-		return env, ErrMalformedJSON
-	}
+	var raw [7][]byte // raw values of the envelope's members, in Envelope's field order
 	sawAction := false
-	err := walkObject(body, func(key, raw []byte) {
-		var dst *string
-		switch string(key) {
-		case "action":
-			dst, sawAction = &env.Action, true
-			env.Action = ""
-		case "subAction":
-			dst = &env.SubAction
-		case "type":
-			dst = &env.Type
-		case "hookId":
-			dst = &env.HookID
-		case "refId":
-			dst = &env.RefID
-		case "platform":
-			dst = &env.Platform
-		case "created":
-			dst = &env.Created
-		default:
+	err := scanObject(body, func(key, val []byte, escapedKey bool) {
+		k := key
+		if escapedKey {
+			k = []byte(unquote(append(append([]byte{'"'}, key...), '"')))
+		}
+		i := envelopeField(k)
+		if i < 0 {
 			return
 		}
-		*dst = stringValue(raw)
+		raw[i] = val
+		sawAction = sawAction || i == 0
 	})
 	if err != nil {
 		return Envelope{}, err
+	}
+	env := Envelope{
+		Action: stringValue(raw[0]), SubAction: stringValue(raw[1]), Type: stringValue(raw[2]),
+		HookID: stringValue(raw[3]), RefID: stringValue(raw[4]), Platform: stringValue(raw[5]),
+		Created: stringValue(raw[6]),
 	}
 	if !sawAction || env.Action == "" {
 		return Envelope{}, ErrNoAction
@@ -86,33 +78,25 @@ func Parse(body []byte) (Envelope, error) {
 	return env, nil
 }
 
-// walkObject calls fn for each top-level member of body, which must already be valid JSON,
-// with the key unescaped and the value's raw bytes. Later duplicates win, as in encoding/json.
-func walkObject(body []byte, fn func(key, raw []byte)) error {
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return ErrNotObject
+// envelopeField returns the index in Parse's raw array of a top-level key, or -1.
+func envelopeField(key []byte) int {
+	switch string(key) {
+	case "action":
+		return 0
+	case "subAction":
+		return 1
+	case "type":
+		return 2
+	case "hookId":
+		return 3
+	case "refId":
+		return 4
+	case "platform":
+		return 5
+	case "created":
+		return 6
 	}
-	i = skipSpace(body, i+1)
-	if body[i] == '}' {
-		return nil
-	}
-	for {
-		end := skipString(body, i)
-		key := body[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			key = []byte(stringValue(body[i:end]))
-		}
-		i = skipSpace(body, end)
-		i = skipSpace(body, i+1) // the colon
-		vend := skipValue(body, i)
-		fn(key, body[i:vend])
-		i = skipSpace(body, vend)
-		if body[i] == '}' {
-			return nil
-		}
-		i = skipSpace(body, i+1) // the comma
-	}
+	return -1
 }
 
 // stringValue returns the string a raw JSON value holds, or "" when it is not a string.
@@ -124,6 +108,12 @@ func stringValue(raw []byte) string {
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return string(inner)
 	}
+	return unquote(raw)
+}
+
+// unquote decodes a valid JSON string literal the way encoding/json does (invalid surrogates
+// become U+FFFD).
+func unquote(raw []byte) string {
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return ""
@@ -145,68 +135,15 @@ func headerSafe(s string) bool {
 	return utf8.ValidString(s)
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// skipString returns the index just past the string starting at b[i] == '"'.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index just past the valid JSON value starting at b[i].
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return len(b)
-	default:
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-		}
-		return len(b)
-	}
-}
-
 // members returns the top-level members of a valid JSON object, in document order.
 func members(body []byte) ([]member, error) {
 	var ms []member
-	err := walkObject(body, func(key, raw []byte) {
-		ms = append(ms, member{key: string(key), raw: raw})
+	err := scanObject(body, func(key, raw []byte, escapedKey bool) {
+		k := string(key)
+		if escapedKey {
+			k = unquote(append(append([]byte{'"'}, key...), '"'))
+		}
+		ms = append(ms, member{key: k, raw: raw})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("members: %w", err)

@@ -1,0 +1,4 @@
+package publish
+
+// ParseAck exposes parseAck to the external tests.
+var ParseAck = parseAck
