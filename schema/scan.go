@@ -200,6 +200,13 @@ func (s *scanner) str() (escaped, ok bool) {
 		return false, false
 	}
 	for s.i++; s.i < len(s.b); s.i++ {
+		// Most bytes of a string need no attention: skip them eight at a time.
+		for s.i+8 <= len(s.b) && plain8(s.b[s.i:s.i+8]) {
+			s.i += 8
+		}
+		if s.i >= len(s.b) {
+			break
+		}
 		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
@@ -280,4 +287,19 @@ func (s *scanner) digits() bool {
 		s.i++
 	}
 	return s.i > start
+}
+
+// plain8 reports whether none of 8 bytes is a quote, a backslash or a control character,
+// testing all eight at once (SWAR) instead of one by one.
+func plain8(b []byte) bool {
+	x := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	// A byte < 0x20, or equal to '"' or '\\', sets its high bit in one of these terms.
+	control := (x - lo*0x20) & ^x
+	quote := x ^ (lo * '"')
+	quote = (quote - lo) & ^quote
+	slash := x ^ (lo * '\\')
+	slash = (slash - lo) & ^slash
+	return (control|quote|slash)&hi == 0
 }
