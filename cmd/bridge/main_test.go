@@ -364,3 +364,5 @@ func tryGet(url string) (int, error) {
 	res.Body.Close()
 	return res.StatusCode, nil
 }
+
+func errNotYet(format string, args ...any) error { return fmt.Errorf(format, args...) }

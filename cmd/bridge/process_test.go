@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -100,17 +101,19 @@ func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc 
 // load posts unique webhooks from clients goroutines until stop is closed, recording the ids
 // JetStream acknowledged (2xx).
 type load struct {
-	mu      sync.Mutex
-	acked   map[string]bool
-	sent    atomic.Int64
-	refused atomic.Int64
-	bad     atomic.Int64 // answers that are neither 2xx nor 503 nor a refused connection
-	wg      sync.WaitGroup
-	stop    chan struct{}
+	mu       sync.Mutex
+	acked    map[string]bool
+	failed   map[string]bool // answered 503, or the connection failed
+	outcomes []outcome
+	sent     atomic.Int64
+	refused  atomic.Int64
+	bad      atomic.Int64 // answers that are neither 2xx nor 503 nor a refused connection
+	wg       sync.WaitGroup
+	stop     chan struct{}
 }
 
 func startLoad(url string, clients int, prefix string) *load {
-	l := &load{acked: map[string]bool{}, stop: make(chan struct{})}
+	l := &load{acked: map[string]bool{}, failed: map[string]bool{}, stop: make(chan struct{})}
 	for c := range clients {
 		l.wg.Go(func() {
 			for i := 0; ; i++ {
@@ -121,7 +124,11 @@ func startLoad(url string, clients int, prefix string) *load {
 				}
 				id := fmt.Sprintf("%s-%d-%d", prefix, c, i)
 				l.sent.Add(1)
+				t0 := time.Now()
 				a, err := tryPost(url+"/webhook", fmt.Appendf(nil, `{"action":"scheduled","status":"success","hookId":%q}`, id), nil)
+				l.mu.Lock()
+				l.outcomes = append(l.outcomes, outcome{at: time.Now(), took: time.Since(t0), status: a.Status})
+				l.mu.Unlock()
 				switch {
 				case err == nil && a.Status == 200:
 					l.mu.Lock()
@@ -129,6 +136,9 @@ func startLoad(url string, clients int, prefix string) *load {
 					l.mu.Unlock()
 				case err != nil || a.Status == 503:
 					l.refused.Add(1)
+					l.mu.Lock()
+					l.failed[id] = true
+					l.mu.Unlock()
 					time.Sleep(5 * time.Millisecond)
 				default:
 					l.bad.Add(1)
@@ -137,6 +147,34 @@ func startLoad(url string, clients int, prefix string) *load {
 		})
 	}
 	return l
+}
+
+// outcome is one answered (or failed, status 0) request.
+type outcome struct {
+	at     time.Time
+	took   time.Duration
+	status int
+}
+
+// longestOutage is the longest time from a failed answer to the next 2xx, and the slowest
+// request of the run.
+func (l *load) longestOutage() (outage, slowest time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	os := slices.Clone(l.outcomes)
+	slices.SortFunc(os, func(a, b outcome) int { return a.at.Compare(b.at) })
+	var since time.Time
+	for _, o := range os {
+		slowest = max(slowest, o.took)
+		switch {
+		case o.status == 200 && !since.IsZero():
+			outage = max(outage, o.at.Sub(since))
+			since = time.Time{}
+		case o.status != 200 && since.IsZero():
+			since = o.at
+		}
+	}
+	return outage, slowest
 }
 
 func (l *load) ackedCount() int {
@@ -232,4 +270,46 @@ func TestSIGKILLExternal(t *testing.T) {
 	}
 	acked["after-restart"] = true
 	requireStoredOnce(t, ns.ClientURL(), acked)
+}
+
+// TestSIGTERMUnderLoad stops a bridge with SIGTERM while 64 clients post: every request is
+// answered 2xx and stored, or refused (503 or a refused connection) and not stored, and the
+// process exits 0 within its shutdown timeout.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	bin := buildBridge(t)
+	dir := t.TempDir()
+	p := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir, "BRIDGE_SHUTDOWN_TIMEOUT": "10s"})
+	l := startLoad(p.URL, 64, "term")
+	l.waitAcked(t, 300)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	signalled := time.Now()
+	var exitErr error
+	select {
+	case exitErr = <-p.exit:
+	case <-time.After(15 * time.Second):
+		t.Fatal("bridge did not exit within its shutdown timeout")
+	}
+	took := time.Since(signalled)
+	p.exit <- nil
+	acked := l.finish()
+	if exitErr != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0", exitErr)
+	}
+	if l.bad.Load() != 0 {
+		t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
+	}
+	again := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
+	stored := map[string]int{}
+	for _, m := range natstest.Messages(t, streamJS(t, again.NATS), "AYRSHARE") {
+		stored[m.Header.Get(schema.HeaderID)]++
+	}
+	for id := range l.failed {
+		if stored[id] != 0 {
+			t.Errorf("refused request %s was stored", id)
+		}
+	}
+	t.Logf("exit 0 after %s; sent %d, acknowledged %d, refused %d", took.Round(time.Millisecond), l.sent.Load(), len(acked), len(l.failed))
+	requireStoredOnce(t, again.NATS, acked)
 }
