@@ -11,11 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -25,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ayrbridge/ayrbridge/bench/internal/harness"
 	"github.com/ayrbridge/ayrbridge/bench/load"
 )
 
@@ -89,21 +85,23 @@ func run(ctx context.Context, o options) error {
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		return err
 	}
-	bins, err := build(ctx, o.dir)
+	bins, err := harness.Build(ctx, o.dir, map[string]string{
+		"bridge": "./cmd/bridge", "naive": "./bench/naive", "nats-server": "github.com/nats-io/nats-server/v2",
+	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("machine: %s/%s, %d CPUs, %s; load: Go keep-alive generator in this process\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel())
-	natsPort := freePort()
+	fmt.Printf("machine: %s/%s, %d CPUs, %s; load: Go keep-alive generator in this process\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), harness.CPUModel())
+	natsPort := harness.FreePort()
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	natsDir := filepath.Join(o.dir, "nats-store")
 	_ = os.RemoveAll(natsDir)
-	natsProc, err := start(ctx, bins["nats-server"], nil, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
+	natsProc, err := harness.Start(ctx, bins["nats-server"], nil, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
 	if err != nil {
 		return err
 	}
-	defer natsProc.stop()
-	nc, js, err := connectJS(ctx, natsURL, false)
+	defer natsProc.Stop()
+	nc, js, err := harness.ConnectJS(ctx, natsURL, false)
 	if err != nil {
 		return err
 	}
@@ -142,10 +140,10 @@ func run(ctx context.Context, o options) error {
 }
 
 // measure starts one server, warms it up, measures a run and stops it again.
-func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, natsProc *proc, stream jetstream.Stream) (sample, error) {
-	httpPort := freePort()
+func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, natsProc *harness.Proc, stream jetstream.Stream) (sample, error) {
+	httpPort := harness.FreePort()
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
-	var p *proc
+	var p *harness.Proc
 	var err error
 	countURL := natsURL
 	external := true
@@ -154,15 +152,15 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
-		p, err = start(ctx, bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
+		p, err = harness.Start(ctx, bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
 	case "naive":
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
-		p, err = start(ctx, bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
+		p, err = harness.Start(ctx, bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
 	case "embedded", "embedded-sync":
 		external = false
-		np := freePort()
+		np := harness.FreePort()
 		countURL = fmt.Sprintf("nats://127.0.0.1:%d", np)
 		dir := filepath.Join(o.dir, "embedded-store")
 		_ = os.RemoveAll(dir)
@@ -170,18 +168,18 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		if srv == "embedded-sync" {
 			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=true")
 		}
-		p, err = start(ctx, bins["bridge"], env)
+		p, err = harness.Start(ctx, bins["bridge"], env)
 	default:
 		return sample{}, fmt.Errorf("unknown server %q", srv)
 	}
 	if err != nil {
 		return sample{}, err
 	}
-	defer p.stop()
-	if err := waitReady(ctx, addr, srv == "naive"); err != nil {
+	defer p.Stop()
+	if err := harness.WaitReady(ctx, addr, srv == "naive"); err != nil {
 		return sample{}, err
 	}
-	nc, js, err := connectJS(ctx, countURL, true)
+	nc, js, err := harness.ConnectJS(ctx, countURL, true)
 	if err != nil {
 		return sample{}, err
 	}
@@ -189,23 +187,23 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	if _, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.warmup, Prefix: prefix + "w"}); err != nil {
 		return sample{}, err
 	}
-	before, err := storedCount(ctx, js)
+	before, err := harness.StoredCount(ctx, js)
 	if err != nil {
 		return sample{}, err
 	}
-	cpu0, nats0 := cpuTime(p.cmd.Process.Pid), cpuTime(natsProc.cmd.Process.Pid)
+	cpu0, nats0 := harness.CPU(p.Cmd.Process.Pid), harness.CPU(natsProc.Cmd.Process.Pid)
 	res, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.duration, Prefix: prefix})
 	if err != nil {
 		return sample{}, err
 	}
-	cpu1, nats1 := cpuTime(p.cmd.Process.Pid), cpuTime(natsProc.cmd.Process.Pid)
-	after, err := storedCount(ctx, js)
+	cpu1, nats1 := harness.CPU(p.Cmd.Process.Pid), harness.CPU(natsProc.Cmd.Process.Pid)
+	after, err := harness.StoredCount(ctx, js)
 	if err != nil {
 		return sample{}, err
 	}
 	s := sample{
 		server: srv, conns: conns, rps: res.RPS(), p50: res.Percentile(50), p99: res.Percentile(99),
-		peakRSS: peakRSS(p.cmd.Process.Pid), ok: res.OK, stored: int(after - before), errors: res.Errors,
+		peakRSS: harness.PeakRSS(p.Cmd.Process.Pid), ok: res.OK, stored: int(after - before), errors: res.Errors,
 	}
 	for _, n := range res.Non2xx {
 		s.errors += n
@@ -220,162 +218,6 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		return s, fmt.Errorf("the stream stored %d events but %d requests got a 2xx: a benchmark that loses events is not a result", s.stored, s.ok)
 	}
 	return s, nil
-}
-
-func storedCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, "AYRSHARE")
-	if err != nil {
-		return 0, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Msgs, nil
-}
-
-// connectJS connects to url and, with waitStream, waits until the stream exists (the bridge
-// creates it after it connects).
-func connectJS(ctx context.Context, url string, waitStream bool) (*nats.Conn, jetstream.JetStream, error) {
-	var nc *nats.Conn
-	var err error
-	for range 100 {
-		if nc, err = nats.Connect(url); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	if !waitStream {
-		return nc, js, nil
-	}
-	for range 100 {
-		if _, err = js.Stream(ctx, "AYRSHARE"); err == nil {
-			return nc, js, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	nc.Close()
-	return nil, nil, fmt.Errorf("stream AYRSHARE on %s: %w", url, err)
-}
-
-// waitReady waits until the server answers: /readyz 200 for the bridge, any answer for naive.
-func waitReady(ctx context.Context, addr string, anyAnswer bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		res, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			if anyAnswer || res.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not ready after 30s", addr)
-}
-
-// build compiles the three programs into dir.
-func build(ctx context.Context, dir string) (map[string]string, error) {
-	bins := map[string]string{}
-	for name, pkg := range map[string]string{
-		"bridge": "./cmd/bridge", "naive": "./bench/naive", "nats-server": "github.com/nats-io/nats-server/v2",
-	} {
-		bin := filepath.Join(dir, name)
-		fmt.Printf("building %s\n", pkg)
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-		bins[name] = bin
-	}
-	return bins, nil
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	exit chan error
-}
-
-func start(ctx context.Context, bin string, env []string, args ...string) (*proc, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, exit: make(chan error, 1)}
-	go func() { p.exit <- cmd.Wait() }()
-	return p, nil
-}
-
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exit:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exit
-	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// cpuTime is a process's user+sys CPU time from /proc (clock ticks of 10 ms).
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// peakRSS is a process's high-water resident set (VmHWM).
-func peakRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-		}
-	}
-	return "unknown CPU"
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -420,7 +262,7 @@ func aggregate(samples []sample, server string, conns int) (agg, bool) {
 func summarize(o options, samples []sample) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n## Results: %d rounds of %s per server and connection count (medians)\n\n", o.rounds, o.duration)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s; the load generator runs on the same CPUs.\n\n", runtime.NumCPU(), cpuModel(), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s; the load generator runs on the same CPUs.\n\n", runtime.NumCPU(), harness.CPUModel(), time.Now().UTC().Format("2006-01-02"))
 	var verdicts []string
 	for _, conns := range o.conns {
 		base, haveBase := aggregate(samples, "naive", conns)

@@ -1,0 +1,138 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StoredCount is the number of messages the AYRSHARE stream holds.
+func StoredCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := js.Stream(ctx, "AYRSHARE")
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// ConnectJS connects to url and, with waitStream, waits until the stream exists (the bridge
+// creates it after it connects).
+func ConnectJS(ctx context.Context, url string, waitStream bool) (*nats.Conn, jetstream.JetStream, error) {
+	var nc *nats.Conn
+	var err error
+	for range 100 {
+		if nc, err = nats.Connect(url); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	if !waitStream {
+		return nc, js, nil
+	}
+	for range 100 {
+		if _, err = js.Stream(ctx, "AYRSHARE"); err == nil {
+			return nc, js, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	nc.Close()
+	return nil, nil, fmt.Errorf("stream AYRSHARE on %s: %w", url, err)
+}
+
+// WaitReady waits until the server answers: /readyz 200 for the bridge, any answer for naive.
+func WaitReady(ctx context.Context, addr string, anyAnswer bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if anyAnswer || res.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s not ready after 30s", addr)
+}
+
+// Build compiles each package of pkgs (name -> import path) into dir and returns the paths.
+func Build(ctx context.Context, dir string, pkgs map[string]string) (map[string]string, error) {
+	bins := map[string]string{}
+	for name, pkg := range pkgs {
+		bin := filepath.Join(dir, name)
+		fmt.Printf("building %s\n", pkg)
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+		bins[name] = bin
+	}
+	return bins, nil
+}
+
+// Proc is a program started as a child process.
+type Proc struct {
+	Cmd  *exec.Cmd
+	exit chan error
+}
+
+// Start runs bin with env added to this process's environment; its output goes to stderr.
+func Start(ctx context.Context, bin string, env []string, args ...string) (*Proc, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proc{Cmd: cmd, exit: make(chan error, 1)}
+	go func() { p.exit <- cmd.Wait() }()
+	return p, nil
+}
+
+// Stop sends SIGTERM and waits for the exit, killing the process after 30 s.
+func (p *Proc) Stop() {
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exit:
+	case <-time.After(30 * time.Second):
+		_ = p.Cmd.Process.Kill()
+		<-p.exit
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
