@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -160,37 +159,66 @@ func tokenByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 }
 
-// derivedID hashes the members of body that stay the same across redeliveries.
+// derivedID hashes the members of body that stay the same across redeliveries: sorted by key,
+// each written as <quoted key>:<compacted value>\n, retryAttempt and timeStamp left out.
 func derivedID(body []byte) (string, error) {
 	ms, err := members(body)
 	if err != nil {
 		return "", err
 	}
-	ms = slices.DeleteFunc(ms, func(m member) bool { return volatile(m.key) })
-	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.key, b.key) })
-	h := sha256.New()
-	var buf []byte
+	ms = slices.DeleteFunc(ms, func(m member) bool { return volatile(string(m.key)) })
+	slices.SortStableFunc(ms, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+	canonical := make([]byte, 0, len(body)+8*len(ms))
 	for _, m := range ms {
-		key, _ := json.Marshal(m.key)
-		buf = append(buf[:0], key...)
-		buf = append(buf, ':')
-		buf, err = compact(buf, m.raw)
-		if err != nil {
-			return "", fmt.Errorf("derive id: %w", err)
-		}
-		buf = append(buf, '\n')
-		h.Write(buf)
+		canonical = appendQuoted(canonical, m.key)
+		canonical = append(canonical, ':')
+		canonical = appendCompact(canonical, m.raw)
+		canonical = append(canonical, '\n')
 	}
-	sum := h.Sum(nil)
-	return "sha256:" + hex.EncodeToString(sum[:16]), nil
+	sum := sha256.Sum256(canonical)
+	var id [len("sha256:") + 32]byte
+	copy(id[:], "sha256:")
+	hex.Encode(id[len("sha256:"):], sum[:16])
+	return string(id[:]), nil
 }
 
-func compact(dst, raw []byte) ([]byte, error) {
-	b := bytes.NewBuffer(dst)
-	if err := json.Compact(b, raw); err != nil {
-		return dst, err
+// appendQuoted appends key as encoding/json quotes a string.
+func appendQuoted(dst, key []byte) []byte {
+	for _, c := range key {
+		// Past plain printable ASCII, let encoding/json decide (it escapes <, >, &, and more).
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(string(key))
+			return append(dst, q...)
+		}
 	}
-	return b.Bytes(), nil
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	return append(dst, '"')
+}
+
+// appendCompact appends the valid JSON value raw without whitespace outside strings, as
+// json.Compact would.
+func appendCompact(dst, raw []byte) []byte {
+	inString, escaped := false, false
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // Header returns the CloudEvents binary-mode headers plus Nats-Msg-Id, so JetStream stores a

@@ -2,16 +2,20 @@ package schema
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/golden")
@@ -312,4 +316,56 @@ func TestHeaderExtensions(t *testing.T) {
 	if len(keys) != 7 {
 		t.Errorf("bare event headers = %v, want the 6 required CloudEvents headers and Nats-Msg-Id", keys)
 	}
+}
+
+// referenceID is the derived-id rule written plainly with encoding/json, to check the fast
+// implementation against.
+func referenceID(t *testing.T, body []byte) string {
+	t.Helper()
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil {
+		t.Fatal(err)
+	}
+	keys := slices.Sorted(maps.Keys(obj))
+	var canonical bytes.Buffer
+	for _, k := range keys {
+		if volatile(k) {
+			continue
+		}
+		q, _ := json.Marshal(k)
+		canonical.Write(q)
+		canonical.WriteByte(':')
+		if err := json.Compact(&canonical, obj[k]); err != nil {
+			t.Fatal(err)
+		}
+		canonical.WriteByte('\n')
+	}
+	sum := sha256.Sum256(canonical.Bytes())
+	return "sha256:" + hex.EncodeToString(sum[:16])
+}
+
+func FuzzDerivedID(f *testing.F) {
+	for _, s := range []string{`{"action":"feed","b":[1, 2],"a":"x y"}`, `{"<&>":"\u2028","action":"a"}`, `{"k\u00e9":{"n": null}}`, "{\"\xff\":1}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) || !utf8.Valid(body) {
+			return // encoding/json rewrites invalid UTF-8 when it decodes; ids only need to be stable
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(body, &obj) != nil {
+			return
+		}
+		// Duplicate keys: encoding/json keeps the last, the id hashes every member.
+		if n := 0; scanObject(body, func([]byte, []byte, bool) { n++ }) != nil || n != len(obj) {
+			return
+		}
+		got, err := derivedID(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := referenceID(t, body); got != want {
+			t.Fatalf("derivedID(%q) = %s, reference %s", body, got, want)
+		}
+	})
 }

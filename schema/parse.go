@@ -137,13 +137,12 @@ func headerSafe(s string) bool {
 
 // members returns the top-level members of a valid JSON object, in document order.
 func members(body []byte) ([]member, error) {
-	var ms []member
+	ms := make([]member, 0, 32)
 	err := scanObject(body, func(key, raw []byte, escapedKey bool) {
-		k := string(key)
 		if escapedKey {
-			k = unquote(append(append([]byte{'"'}, key...), '"'))
+			key = []byte(unquote(append(append([]byte{'"'}, key...), '"')))
 		}
-		ms = append(ms, member{key: k, raw: raw})
+		ms = append(ms, member{key: key, raw: raw})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("members: %w", err)
@@ -152,6 +151,6 @@ func members(body []byte) ([]member, error) {
 }
 
 type member struct {
-	key string
+	key []byte // unescaped
 	raw []byte
 }
