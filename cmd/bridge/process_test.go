@@ -225,51 +225,44 @@ func requireStoredOnce(t *testing.T, natsURL string, acked map[string]bool) {
 	}
 }
 
-// TestSIGKILLEmbedded kills a bridge running its embedded server under concurrent load and
-// starts it again on the same store: every acknowledged event is there, once.
-func TestSIGKILLEmbedded(t *testing.T) {
+// TestSIGKILL kills a bridge under 32 concurrent clients, on its embedded server and on an
+// external one, and starts it again on the same store: every acknowledged event is there,
+// once, and the restarted bridge serves.
+func TestSIGKILL(t *testing.T) {
 	bin := buildBridge(t)
-	dir := t.TempDir()
-	p := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
-	l := startLoad(p.URL, 32, "kill")
-	l.waitAcked(t, 300)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	tests := map[string]func(t *testing.T) (env map[string]string, natsURL func(*bridgeProc) string){
+		"embedded": func(t *testing.T) (map[string]string, func(*bridgeProc) string) {
+			return map[string]string{"NATS_EMBEDDED_DIR": t.TempDir()}, func(p *bridgeProc) string { return p.NATS }
+		},
+		"external": func(t *testing.T) (map[string]string, func(*bridgeProc) string) {
+			ns := natstest.RunServer(t, "")
+			return map[string]string{"NATS_URL": ns.ClientURL()}, func(*bridgeProc) string { return ns.ClientURL() }
+		},
 	}
-	<-p.exit
-	p.exit <- nil
-	acked := l.finish()
-	if l.bad.Load() != 0 {
-		t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
+	for name, setup := range tests {
+		t.Run(name, func(t *testing.T) {
+			env, natsURL := setup(t)
+			p := startProc(t, bin, env)
+			l := startLoad(p.URL, 32, "kill-"+name)
+			l.waitAcked(t, 300)
+			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-p.exit
+			p.exit <- nil
+			acked := l.finish()
+			if l.bad.Load() != 0 {
+				t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
+			}
+			again := startProc(t, bin, env)
+			if a := post(t, again.URL+"/webhook", []byte(`{"action":"feed","hookId":"after-restart"}`), nil); a.Status != 200 {
+				t.Fatalf("restarted bridge: %+v", a)
+			}
+			acked["after-restart"] = true
+			t.Logf("sent %d", l.sent.Load())
+			requireStoredOnce(t, natsURL(again), acked)
+		})
 	}
-	again := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
-	t.Logf("sent %d", l.sent.Load())
-	requireStoredOnce(t, again.NATS, acked)
-}
-
-// TestSIGKILLExternal is the same with the bridge on an external nats-server.
-func TestSIGKILLExternal(t *testing.T) {
-	bin := buildBridge(t)
-	ns := natstest.RunServer(t, "")
-	env := map[string]string{"NATS_URL": ns.ClientURL()}
-	p := startProc(t, bin, env)
-	l := startLoad(p.URL, 32, "kill-ext")
-	l.waitAcked(t, 300)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exit
-	p.exit <- nil
-	acked := l.finish()
-	if l.bad.Load() != 0 {
-		t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
-	}
-	again := startProc(t, bin, env)
-	if a := post(t, again.URL+"/webhook", []byte(`{"action":"feed","hookId":"after-restart"}`), nil); a.Status != 200 {
-		t.Fatalf("restarted bridge: %+v", a)
-	}
-	acked["after-restart"] = true
-	requireStoredOnce(t, ns.ClientURL(), acked)
 }
 
 // TestSIGTERMUnderLoad stops a bridge with SIGTERM while 64 clients post: every request is
