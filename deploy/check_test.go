@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -205,7 +206,7 @@ func (c checker) compose() {
 	}
 	images := map[string]bool{}
 	found := map[program]composeService{}
-	for _, name := range keysOf(cf.Services) {
+	for _, name := range slices.Sorted(maps.Keys(cf.Services)) {
 		svc := cf.Services[name]
 		where := "service " + name
 		if svc.Build.Context == "" {
@@ -226,7 +227,7 @@ func (c checker) compose() {
 			continue
 		}
 		var uses []envUse
-		for _, n := range keysOf(env) {
+		for _, n := range slices.Sorted(maps.Keys(env)) {
 			uses = append(uses, envUse{file: file, where: where, prog: prog, name: n, value: env[n]})
 		}
 		c.env(uses)
@@ -236,7 +237,7 @@ func (c checker) compose() {
 		}
 	}
 	if len(images) != 1 {
-		c.p.add(file, "bridge and replay use different images %v: they must share the one deploy/Dockerfile builds", keysOf(images))
+		c.p.add(file, "bridge and replay use different images %v: they must share the one deploy/Dockerfile builds", slices.Sorted(maps.Keys(images)))
 	}
 	if svc, ok := found[replay]; !ok || !slices.Contains(svc.Profiles, "replay") {
 		c.p.add(file, "has no replay service under the profile \"replay\"")
@@ -244,7 +245,7 @@ func (c checker) compose() {
 	if svc, ok := found[bridge]; !ok || len(svc.Profiles) > 0 {
 		c.p.add(file, "has no bridge service that starts with a plain `up` (no profile)")
 	}
-	c.imagesAgree(file, keysOf(images))
+	c.imagesAgree(file, slices.Sorted(maps.Keys(images)))
 }
 
 // composeBridge checks the bridge service's published port and its single-node stream settings.
@@ -370,7 +371,7 @@ func (c checker) kubernetes() {
 		}
 	}
 	for ref, keys := range refs {
-		for _, k := range keysOf(keys) {
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
 			if !keys[k] {
 				c.p.add("kubernetes", "%s key %s is used by no container", ref, k)
 			}
@@ -387,8 +388,8 @@ func (c checker) kubernetes() {
 		}
 	}
 	c.pdbAndService(objs)
-	c.kustomization(objs, keysOf(images))
-	c.imagesAgree("kubernetes", keysOf(images))
+	c.kustomization(objs, slices.Sorted(maps.Keys(images)))
+	c.imagesAgree("kubernetes", slices.Sorted(maps.Keys(images)))
 }
 
 // containerEnv returns the variables a container gets from env and envFrom, marks the ConfigMap and
@@ -425,7 +426,7 @@ func (c checker) containerEnv(file, where string, prog program, ctr container, r
 		if !ok {
 			continue
 		}
-		for _, k := range keysOf(data) {
+		for _, k := range slices.Sorted(maps.Keys(data)) {
 			refs[ref][k] = true
 			v := data[k]
 			uses = append(uses, envUse{file: file, where: where + " (envFrom " + ref + ")", prog: prog, name: ef.Prefix + k, value: &v})
@@ -599,7 +600,7 @@ func (c checker) kustomization(objs []k8sObject, images []string) {
 		}
 		delete(applied, r)
 	}
-	for _, f := range keysOf(applied) {
+	for _, f := range slices.Sorted(maps.Keys(applied)) {
 		c.p.add(file, "does not list %s", f)
 	}
 	for _, img := range images {
@@ -618,13 +619,13 @@ func (c checker) imagesAgree(file string, images []string) {
 		repos[repo] = true
 	}
 	if len(repos) != 1 {
-		c.p.add(file, "uses images from %v, want one repository for bridge and replay", keysOf(repos))
+		c.p.add(file, "uses images from %v, want one repository for bridge and replay", slices.Sorted(maps.Keys(repos)))
 		return
 	}
 	for _, other := range [][]string{c.composeImages(), c.kubernetesImages()} {
 		for _, img := range other {
 			if repo, _ := imageRepo(img); !repos[repo] {
-				c.p.add(file, "uses %v, elsewhere the image is %s", keysOf(repos), repo)
+				c.p.add(file, "uses %v, elsewhere the image is %s", slices.Sorted(maps.Keys(repos)), repo)
 			}
 		}
 	}
@@ -687,7 +688,7 @@ func (c checker) natsConfs() {
 	maxBody, _ := strconv.ParseInt(c.code.def("BRIDGE_MAX_BODY_BYTES"), 10, 64)
 	need := max(maxBody+64<<10, 1<<20) // what the bridge asks of max_payload (cmd/bridge maxPayload)
 	clusters := 0
-	for _, file := range keysOf(c.d.natsConfs) {
+	for _, file := range slices.Sorted(maps.Keys(c.d.natsConfs)) {
 		text := c.d.natsConfs[file]
 		nodes := []string{""}
 		if strings.Contains(text, "$SERVER_NAME") {
@@ -726,7 +727,7 @@ func (c checker) natsConfs() {
 			}
 		}
 		if len(names) != len(nodes) {
-			c.p.add(file, "its nodes do not get distinct server names: %v", keysOf(names))
+			c.p.add(file, "its nodes do not get distinct server names: %v", slices.Sorted(maps.Keys(names)))
 		}
 	}
 	if clusters != clusterNodes {
@@ -738,7 +739,7 @@ func (c checker) natsConfs() {
 func (c checker) dashboards() {
 	known := bridgeMetrics()
 	metricRE := regexp.MustCompile(`\bayrbridge_[a-z0-9_]+`)
-	for _, file := range keysOf(c.d.dashboards) {
+	for _, file := range slices.Sorted(maps.Keys(c.d.dashboards)) {
 		used := map[string]bool{}
 		for _, expr := range exprs(c.d.dashboards[file]) {
 			for _, m := range metricRE.FindAllString(expr, -1) {
@@ -755,7 +756,7 @@ func (c checker) dashboards() {
 				used[base] = true
 			}
 		}
-		for _, m := range keysOf(known) {
+		for _, m := range slices.Sorted(maps.Keys(known)) {
 			if !used[m] {
 				c.p.add(file, "shows nothing of %s", m)
 			}
@@ -768,7 +769,7 @@ func exprs(v any) []string {
 	var out []string
 	switch v := v.(type) {
 	case map[string]any:
-		for _, k := range keysOf(v) {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			if s, ok := v[k].(string); ok && k == "expr" {
 				out = append(out, s)
 				continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,7 +110,7 @@ func TestJSONSchemaFiles(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	if wantNames := sortedKeys(want); !slices.Equal(names, wantNames) {
+	if wantNames := slices.Sorted(maps.Keys(want)); !slices.Equal(names, wantNames) {
 		t.Errorf("%s/ holds %v, want %v", jsonSchemaDir, names, wantNames)
 	}
 	for name, b := range want {
@@ -257,13 +258,4 @@ func TestSchemasAllowUnknownMembers(t *testing.T) {
 			t.Errorf("%s.json refuses an unknown member or a string timeStamp: %v", action, err)
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
