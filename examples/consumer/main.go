@@ -169,34 +169,53 @@ func bindOrCreate(ctx context.Context, js jetstream.JetStream, cfg config) (jets
 
 // drain handles every message the consumer has, then returns.
 func drain(ctx context.Context, cons jetstream.Consumer, out io.Writer) error {
+	wait, unanswered := false, 0
 	for {
-		batch, err := cons.FetchNoWait(batchSize)
-		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		n, err := handleBatch(ctx, batch, out)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
+		done, err := drainStep(ctx, cons, out, &wait)
+		if errors.Is(err, nats.ErrNoResponders) && unanswered < maxUnanswered && ctx.Err() == nil {
+			// A consumer on a replicated stream answers once its leader is elected.
+			unanswered++
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
 			continue
 		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("consumer info: %w", err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			return nil
-		}
-		// Messages an earlier run took without acknowledging come back after AckWait: wait for them.
-		batch, err = cons.Fetch(batchSize, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("fetch: %w", err)
-		}
-		if _, err := handleBatch(ctx, batch, out); err != nil {
+		if err != nil || done {
 			return err
 		}
+		unanswered = 0
 	}
+}
+
+// maxUnanswered bounds the retries of requests no consumer leader answered (about 30s).
+const maxUnanswered = 300
+
+// drainStep handles one batch and reports whether nothing is left. With *wait it waits up to a
+// second for messages; it sets *wait when messages are pending that cannot be delivered yet
+// (taken without an ack by an earlier run: they come back after AckWait).
+func drainStep(ctx context.Context, cons jetstream.Consumer, out io.Writer, wait *bool) (bool, error) {
+	var batch jetstream.MessageBatch
+	var err error
+	if *wait {
+		batch, err = cons.Fetch(batchSize, jetstream.FetchMaxWait(time.Second))
+	} else {
+		batch, err = cons.FetchNoWait(batchSize)
+	}
+	if err != nil {
+		return false, fmt.Errorf("fetch: %w", err)
+	}
+	n, err := handleBatch(ctx, batch, out)
+	if err != nil || n > 0 {
+		*wait = false
+		return false, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("consumer info: %w", err)
+	}
+	*wait = info.NumPending > 0 || info.NumAckPending > 0
+	return !*wait, ctx.Err()
 }
 
 func handleBatch(ctx context.Context, batch jetstream.MessageBatch, out io.Writer) (int, error) {
