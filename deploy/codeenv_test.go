@@ -61,8 +61,9 @@ func (c codeEnv) anyKnows(name string) bool {
 // def returns the default the bridge declares for name.
 func (c codeEnv) def(name string) string { return c.reads[bridge][name] }
 
-// loadCodeEnv reads, for each command, the variables named in cmd/<command> and in publish (whose
-// ConnConfig every command embeds) by their env struct tags or os.Getenv/os.LookupEnv calls.
+// loadCodeEnv reads, for each command, the variables named in cmd/<command>, in its package
+// <command>/ if there is one, and in publish (whose ConnConfig every command embeds), by their env
+// struct tags or os.Getenv/os.LookupEnv calls.
 func loadCodeEnv(root string) (codeEnv, error) {
 	c := codeEnv{reads: map[program]map[string]string{}, planned: map[program]bool{}}
 	shared, err := envInDir(filepath.Join(root, "publish"))
@@ -79,8 +80,16 @@ func loadCodeEnv(root string) (codeEnv, error) {
 		case len(own) == 0:
 			return codeEnv{}, fmt.Errorf("cmd/%s reads no environment variable that this test can see", p)
 		}
-		reads := make(map[string]string, len(own)+len(shared))
-		for _, m := range []map[string]string{shared, own} {
+		// A command's own package (replay/ beside cmd/replay) may hold part of its settings.
+		// (The path may also be a binary built at the root: only a directory counts.)
+		var pkg map[string]string
+		if dir := filepath.Join(root, string(p)); isDir(dir) {
+			if pkg, err = envInDir(dir); err != nil {
+				return codeEnv{}, err
+			}
+		}
+		reads := make(map[string]string, len(own)+len(shared)+len(pkg))
+		for _, m := range []map[string]string{shared, pkg, own} {
 			for k, v := range m {
 				reads[k] = v
 			}
@@ -88,6 +97,11 @@ func loadCodeEnv(root string) (codeEnv, error) {
 		c.reads[p] = reads
 	}
 	return c, nil
+}
+
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }
 
 // envInDir parses every non-test Go file of dir and returns the environment variables it names,
@@ -225,5 +239,48 @@ func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLoadCodeEnvReplay checks that the announced replay names stand in only while cmd/replay is
+// missing: once it exists, its code decides.
+func TestLoadCodeEnvReplay(t *testing.T) {
+	tests := map[string]struct {
+		replaySrc   string // "" leaves cmd/replay out
+		wantPlanned bool
+		reads, not  string
+	}{
+		"cmd/replay missing": {"", true, "AYRSHARE_API_KEY", "REPLAY_ONLY"},
+		"cmd/replay present": {"package main\ntype config struct{ K string `env:\"REPLAY_ONLY\"` }\n", false, "REPLAY_ONLY", "AYRSHARE_API_KEY"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			files := map[string]string{
+				"publish/conn.go":   "package publish\ntype C struct{ U string `env:\"NATS_URL\"` }\n",
+				"cmd/bridge/cfg.go": "package main\ntype config struct{ L string `env:\"BRIDGE_LISTEN\" envDefault:\":8080\"` }\n",
+			}
+			if tt.replaySrc != "" {
+				files["cmd/replay/cfg.go"] = tt.replaySrc
+			}
+			for path, src := range files {
+				full := filepath.Join(root, filepath.FromSlash(path))
+				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, full, src)
+			}
+			code, err := loadCodeEnv(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code.planned[replay] != tt.wantPlanned || !code.knows(replay, tt.reads) || code.knows(replay, tt.not) {
+				t.Errorf("replay: planned %t, reads %s %t, reads %s %t", code.planned[replay],
+					tt.reads, code.knows(replay, tt.reads), tt.not, code.knows(replay, tt.not))
+			}
+			if !code.knows(replay, "NATS_URL") || !code.knows(bridge, "NATS_URL") || code.def("BRIDGE_LISTEN") != ":8080" {
+				t.Errorf("shared or bridge names lost: %v", code.reads)
+			}
+		})
 	}
 }
