@@ -183,7 +183,7 @@ func (c checker) dockerfile() {
 		switch in.cmd {
 		case "COPY":
 			f := strings.Fields(in.args)
-			copied = copied || strings.TrimSuffix(f[len(f)-1], "/") == path.Dir(ep[0])
+			copied = copied || len(f) > 1 && strings.TrimSuffix(f[len(f)-1], "/") == path.Dir(ep[0])
 		case "ENV":
 			name, value, _ := strings.Cut(in.args, "=")
 			uses = append(uses, envUse{file: file, where: "ENV", prog: bridge, name: name, value: &value})
@@ -204,13 +204,20 @@ func (c checker) compose() {
 		c.p.add(file, "has no services")
 		return
 	}
+	built := map[string]bool{} // repositories of the images built here
+	for _, svc := range cf.Services {
+		if svc.Build.Context != "" {
+			repo, _ := imageRepo(svc.Image)
+			built[repo] = true
+		}
+	}
 	images := map[string]bool{}
 	found := map[program]composeService{}
 	for _, name := range slices.Sorted(maps.Keys(cf.Services)) {
 		svc := cf.Services[name]
 		where := "service " + name
-		if svc.Build.Context == "" {
-			continue // not built from this repository
+		if repo, _ := imageRepo(svc.Image); !built[repo] {
+			continue // not an ayrbridge image (NATS)
 		}
 		if path.Clean(svc.Build.Context) != ".." || svc.Build.Dockerfile != "deploy/Dockerfile" {
 			c.p.add(file, "%s builds %q in context %q, want deploy/Dockerfile from the repository root (..)", where, svc.Build.Dockerfile, svc.Build.Context)
@@ -634,7 +641,7 @@ func (c checker) imagesAgree(file string, images []string) {
 func (c checker) composeImages() []string {
 	var out []string
 	for _, svc := range c.d.compose.Services {
-		if svc.Build.Context != "" {
+		if !strings.HasPrefix(svc.Image, "nats:") {
 			out = append(out, svc.Image)
 		}
 	}

@@ -83,6 +83,9 @@ func TestChecksCatchMistakes(t *testing.T) {
 		"compose: no JetStream volume": {
 			"compose.yaml", "      - nats-data:/data\n", "",
 			"service nats keeps JetStream on no named volume"},
+		"compose: service of the image without build": {
+			"compose.yaml", "volumes:\n  nats-data:", "  debug:\n    image: ghcr.io/ayrbridge/ayrbridge:${AYRBRIDGE_TAG:-dev}\n    environment:\n      NATS_URL: nats://nats:4222\n      BRIDGE_LISTN: \":9\"\n\nvolumes:\n  nats-data:",
+			"service debug sets BRIDGE_LISTN"},
 		"compose: replicas for a cluster": {
 			"compose.yaml", `NATS_REPLICAS: "1"`, `NATS_REPLICAS: "3"`,
 			"compose runs a single NATS server"},
