@@ -1,0 +1,792 @@
+package deploy
+
+import (
+	"fmt"
+	"maps"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ayrbridge/ayrbridge/schema"
+)
+
+// bridgeMetrics are the Prometheus metrics the bridge serves on /metrics, with their types.
+func bridgeMetrics() map[string]string {
+	return map[string]string{
+		"ayrbridge_http_requests_total":      "counter",
+		"ayrbridge_events_total":             "counter",
+		"ayrbridge_duplicates_total":         "counter",
+		"ayrbridge_signature_failures_total": "counter",
+		"ayrbridge_publish_duration_seconds": "histogram",
+		"ayrbridge_http_in_flight_requests":  "gauge",
+		"ayrbridge_nats_connected":           "gauge",
+		"ayrbridge_nats_reconnects_total":    "counter",
+	}
+}
+
+// Ports and paths the orchestrators use.
+const (
+	natsClientPort = 4222
+	healthPath     = "/healthz"
+	readyPath      = "/readyz"
+	clusterNodes   = 3
+)
+
+// checkAll parses files and returns every problem found in or across them.
+func checkAll(files deployFiles, code codeEnv) []string {
+	var p problems
+	d := parse(files, &p)
+	c := checker{d: d, code: code, p: &p}
+	c.dockerfile()
+	c.compose()
+	c.kubernetes()
+	c.streams()
+	c.natsConfs()
+	c.dashboards()
+	return p
+}
+
+// checker holds what every check needs.
+type checker struct {
+	d    *deployment
+	code codeEnv
+	p    *problems
+}
+
+// envUse is one environment variable a deployment file sets for a command.
+type envUse struct {
+	file, where string
+	prog        program
+	name        string
+	value       *string // nil when the value comes from a Secret or the shell
+}
+
+// env checks each variable against what its command reads, and literal values against the
+// type of the command's default.
+func (c checker) env(uses []envUse) {
+	for _, u := range uses {
+		if !c.code.knows(u.prog, u.name) {
+			c.p.add(u.file, "%s sets %s, which %s does not read", u.where, u.name, u.prog)
+			continue
+		}
+		def := c.code.reads[u.prog][u.name]
+		if u.value == nil || strings.Contains(*u.value, "${") {
+			continue
+		}
+		if _, err := time.ParseDuration(def); err == nil {
+			if _, err := time.ParseDuration(*u.value); err != nil {
+				c.p.add(u.file, "%s sets %s=%q, which is not a duration like its default %q", u.where, u.name, *u.value, def)
+			}
+		}
+	}
+}
+
+// program returns the command a container runs: its command's binary, else the image's entrypoint.
+func (c checker) program(file, where string, command []string) (program, bool) {
+	ep, err := c.d.docker.entrypoint()
+	if err != nil {
+		return "", false // reported by the Dockerfile check
+	}
+	if len(command) == 0 {
+		command = ep
+	}
+	bin := command[0]
+	if path.Dir(bin) != path.Dir(ep[0]) {
+		c.p.add(file, "%s runs %s, but the image installs its commands in %s", where, bin, path.Dir(ep[0]))
+		return "", false
+	}
+	prog := program(path.Base(bin))
+	if !slices.Contains(programs(), prog) {
+		c.p.add(file, "%s runs %s, which is no ayrbridge command (%v)", where, bin, programs())
+		return "", false
+	}
+	return prog, true
+}
+
+// bridgeListenPort is the port the bridge listens on with settings env (defaults where unset).
+func (c checker) bridgeListenPort(file string, env map[string]string) int {
+	addr, ok := env["BRIDGE_LISTEN"]
+	if !ok {
+		addr = c.code.def("BRIDGE_LISTEN")
+	}
+	port, err := listenPort(addr)
+	if err != nil {
+		c.p.add(file, "BRIDGE_LISTEN: %v", err)
+	}
+	return port
+}
+
+// dedupWindow is the bridge's NATS_DEDUP_WINDOW with settings env.
+func (c checker) dedupWindow(env map[string]string) time.Duration {
+	v, ok := env["NATS_DEDUP_WINDOW"]
+	if !ok {
+		v = c.code.def("NATS_DEDUP_WINDOW")
+	}
+	d, _ := time.ParseDuration(v)
+	return d
+}
+
+// dockerfile checks the image: static binaries, non-root numeric user, no shell-based
+// healthcheck, the bridge's port exposed, the bridge as entrypoint, every variable it sets read.
+func (c checker) dockerfile() {
+	const file = "Dockerfile"
+	df := c.d.docker
+	if len(df.stages) == 0 {
+		return // did not parse
+	}
+	var all strings.Builder
+	for _, stage := range df.stages {
+		for _, in := range stage {
+			if in.cmd == "HEALTHCHECK" {
+				c.p.add(file, "has a HEALTHCHECK: orchestrators probe %s and %s instead", healthPath, readyPath)
+			}
+			all.WriteString(in.cmd + " " + in.args + "\n")
+		}
+	}
+	if !strings.Contains(all.String(), "CGO_ENABLED=0") {
+		c.p.add(file, "does not build with CGO_ENABLED=0, so the binaries may not be static")
+	}
+	if !strings.Contains(all.String(), "./cmd/...") {
+		c.p.add(file, "does not build ./cmd/..., so not every command is in the image")
+	}
+	base := strings.Fields(df.final()[0].args)
+	if len(base) == 0 || (base[len(base)-1] != "scratch" && !strings.Contains(base[len(base)-1], "distroless/static")) {
+		c.p.add(file, "final stage FROM %v is neither scratch nor distroless static", base)
+	}
+	user, _, _ := strings.Cut(df.last("USER"), ":")
+	if uid, err := strconv.Atoi(user); err != nil || uid == 0 {
+		c.p.add(file, "final stage USER %q is not a numeric non-root user", df.last("USER"))
+	}
+	exposed := strings.Fields(df.last("EXPOSE"))
+	for _, port := range []int{c.bridgeListenPort(file, nil), natsClientPort} {
+		if !slices.Contains(exposed, strconv.Itoa(port)) && !slices.Contains(exposed, strconv.Itoa(port)+"/tcp") {
+			c.p.add(file, "does not EXPOSE %d", port)
+		}
+	}
+	ep, err := df.entrypoint()
+	if err != nil {
+		c.p.add(file, "%v", err)
+		return
+	}
+	if path.Base(ep[0]) != string(bridge) {
+		c.p.add(file, "ENTRYPOINT %v does not run the bridge", ep)
+	}
+	copied := false
+	var uses []envUse
+	for _, in := range df.final() {
+		switch in.cmd {
+		case "COPY":
+			f := strings.Fields(in.args)
+			copied = copied || len(f) > 1 && strings.TrimSuffix(f[len(f)-1], "/") == path.Dir(ep[0])
+		case "ENV":
+			name, value, _ := strings.Cut(in.args, "=")
+			uses = append(uses, envUse{file: file, where: "ENV", prog: bridge, name: name, value: &value})
+		}
+	}
+	if !copied {
+		c.p.add(file, "final stage copies nothing into %s, where ENTRYPOINT looks", path.Dir(ep[0]))
+	}
+	c.env(uses)
+}
+
+// compose checks the compose stack: the bridge and the replay built from deploy/Dockerfile as
+// one image, the replay behind a profile, the variables they set, and NATS with JetStream.
+func (c checker) compose() {
+	const file = "compose.yaml"
+	cf := c.d.compose
+	if len(cf.Services) == 0 {
+		c.p.add(file, "has no services")
+		return
+	}
+	built := map[string]bool{} // repositories of the images built here
+	for _, svc := range cf.Services {
+		if svc.Build.Context != "" {
+			repo, _ := imageRepo(svc.Image)
+			built[repo] = true
+		}
+	}
+	images := map[string]bool{}
+	found := map[program]composeService{}
+	for _, name := range slices.Sorted(maps.Keys(cf.Services)) {
+		svc := cf.Services[name]
+		where := "service " + name
+		if repo, _ := imageRepo(svc.Image); !built[repo] {
+			continue // not an ayrbridge image (NATS)
+		}
+		if path.Clean(svc.Build.Context) != ".." || svc.Build.Dockerfile != "deploy/Dockerfile" {
+			c.p.add(file, "%s builds %q in context %q, want deploy/Dockerfile from the repository root (..)", where, svc.Build.Dockerfile, svc.Build.Context)
+		}
+		images[svc.Image] = true
+		prog, ok := c.program(file, where, svc.Entrypoint)
+		if !ok {
+			continue
+		}
+		found[prog] = svc
+		env, err := composeEnvironment(svc.Environment)
+		if err != nil {
+			c.p.add(file, "%s: %v", where, err)
+			continue
+		}
+		var uses []envUse
+		for _, n := range slices.Sorted(maps.Keys(env)) {
+			uses = append(uses, envUse{file: file, where: where, prog: prog, name: n, value: env[n]})
+		}
+		c.env(uses)
+		c.composeNATS(file, where, cf, env)
+		if prog == bridge {
+			c.composeBridge(file, where, svc, env)
+		}
+	}
+	if len(images) != 1 {
+		c.p.add(file, "bridge and replay use different images %v: they must share the one deploy/Dockerfile builds", slices.Sorted(maps.Keys(images)))
+	}
+	if svc, ok := found[replay]; !ok || !slices.Contains(svc.Profiles, "replay") {
+		c.p.add(file, "has no replay service under the profile \"replay\"")
+	}
+	if svc, ok := found[bridge]; !ok || len(svc.Profiles) > 0 {
+		c.p.add(file, "has no bridge service that starts with a plain `up` (no profile)")
+	}
+	c.imagesAgree(file, slices.Sorted(maps.Keys(images)))
+}
+
+// composeBridge checks the bridge service's published port and its single-node stream settings.
+func (c checker) composeBridge(file, where string, svc composeService, env map[string]*string) {
+	lit := map[string]string{}
+	for k, v := range env {
+		if v != nil {
+			lit[k] = *v
+		}
+	}
+	port := strconv.Itoa(c.bridgeListenPort(file, lit))
+	if !slices.ContainsFunc(svc.Ports, func(p string) bool { return strings.HasSuffix(p, ":"+port) }) {
+		c.p.add(file, "%s does not publish the bridge's port %s", where, port)
+	}
+	if r, ok := lit["NATS_REPLICAS"]; ok && r != "1" {
+		c.p.add(file, "%s sets NATS_REPLICAS=%s but compose runs a single NATS server", where, r)
+	}
+	c.streamSettings(file, where, lit)
+}
+
+// composeNATS checks that NATS_URL names a NATS service of the stack that runs JetStream from one
+// of deploy/nats' configs on a named volume.
+func (c checker) composeNATS(file, where string, cf composeFile, env map[string]*string) {
+	u := env["NATS_URL"]
+	if u == nil {
+		c.p.add(file, "%s has no NATS_URL: it would start its own embedded server", where)
+		return
+	}
+	host, _, _ := strings.Cut(strings.TrimPrefix(*u, "nats://"), ":")
+	nats, ok := cf.Services[host]
+	if !ok || !strings.HasPrefix(nats.Image, "nats:") {
+		c.p.add(file, "%s: NATS_URL %s names no service running the nats image", where, *u)
+		return
+	}
+	conf := ""
+	for _, v := range nats.Volumes {
+		src, dst, _ := strings.Cut(v, ":")
+		if strings.HasPrefix(src, "./nats/") && slices.Contains(nats.Command, strings.TrimSuffix(dst, ":ro")) {
+			conf = strings.TrimPrefix(src, "./")
+		}
+	}
+	text, ok := c.d.natsConfs[conf]
+	if !ok || !strings.Contains(text, "jetstream") {
+		c.p.add(file, "service %s does not run with a JetStream config from deploy/nats (command %v, volumes %v)", host, nats.Command, nats.Volumes)
+	}
+	if !slices.ContainsFunc(nats.Volumes, func(v string) bool {
+		src, _, _ := strings.Cut(v, ":")
+		_, named := cf.Volumes[src]
+		return named
+	}) {
+		c.p.add(file, "service %s keeps JetStream on no named volume", host)
+	}
+}
+
+// streamSettings checks a command's stream settings against deploy/nats/stream.json.
+func (c checker) streamSettings(file, where string, env map[string]string) {
+	for name, want := range c.d.streams {
+		if s, ok := env["NATS_STREAM"]; ok && s != want.Name {
+			c.p.add(file, "%s sets NATS_STREAM=%s, %s defines %s", where, s, name, want.Name)
+		}
+		if d := c.dedupWindow(env); d != want.Duplicates {
+			c.p.add(file, "%s has a dedup window of %s, %s one of %s", where, d, name, want.Duplicates)
+		}
+	}
+}
+
+// kubernetes checks the manifests: every container's variables and references, security
+// context, resources; the bridge Deployment's replicas and probes; PDB and Service; one image;
+// a kustomization that covers the files; replays that look back no further than the dedup window.
+func (c checker) kubernetes() {
+	objs := c.d.objects
+	refs := map[string]map[string]bool{} // "ConfigMap/name" -> keys
+	for _, o := range objs {
+		if o.Kind != "ConfigMap" && o.Kind != "Secret" {
+			continue
+		}
+		keys := map[string]bool{}
+		for _, m := range []map[string]string{o.Data, o.StringData} {
+			for k := range m {
+				keys[k] = false
+			}
+		}
+		refs[o.Kind+"/"+o.name()] = keys
+	}
+	images := map[string]bool{}
+	var bridgeEnv map[string]string
+	var dedup time.Duration
+	type since struct {
+		file, where string
+		d           time.Duration
+	}
+	var sinces []since
+	for _, pd := range pods(objs) {
+		c.podSecurity(pd)
+		for _, ctr := range pd.spec.Containers {
+			where := fmt.Sprintf("%s %s container %s", pd.obj.Kind, pd.obj.name(), ctr.Name)
+			images[ctr.Image] = true
+			if len(ctr.Resources["requests"].Content) == 0 || len(ctr.Resources["limits"].Content) == 0 {
+				c.p.add(pd.obj.file, "%s has no resource requests and limits", where)
+			}
+			prog, ok := c.program(pd.obj.file, where, ctr.Command)
+			if !ok {
+				continue
+			}
+			uses, lit := c.containerEnv(pd.obj.file, where, prog, ctr, refs)
+			c.env(uses)
+			switch prog {
+			case bridge:
+				c.bridgePod(pd, ctr, where, lit)
+				bridgeEnv, dedup = lit, c.dedupWindow(lit)
+			case replay:
+				if d, ok := sinceArg(ctr.Args); ok {
+					sinces = append(sinces, since{pd.obj.file, where, d})
+				} else {
+					c.p.add(pd.obj.file, "%s has no --since duration among its args %v", where, ctr.Args)
+				}
+			}
+		}
+	}
+	for _, s := range sinces {
+		if dedup > 0 && s.d > dedup {
+			c.p.add(s.file, "%s replays %s back, beyond the dedup window %s: older events would be stored twice", s.where, s.d, dedup)
+		}
+	}
+	for ref, keys := range refs {
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			if !keys[k] {
+				c.p.add("kubernetes", "%s key %s is used by no container", ref, k)
+			}
+		}
+	}
+	if bridgeEnv == nil {
+		c.p.add("kubernetes", "no Deployment runs the bridge")
+	} else {
+		c.streamSettings("kubernetes", "the bridge Deployment", bridgeEnv)
+		for name, s := range c.d.streams {
+			if r := bridgeEnv["NATS_REPLICAS"]; r != strconv.Itoa(s.Replicas) {
+				c.p.add("kubernetes", "the bridge Deployment sets NATS_REPLICAS=%q, %s has %d replicas", r, name, s.Replicas)
+			}
+		}
+	}
+	c.pdbAndService(objs)
+	c.kustomization(objs, slices.Sorted(maps.Keys(images)))
+	c.imagesAgree("kubernetes", slices.Sorted(maps.Keys(images)))
+}
+
+// containerEnv returns the variables a container gets from env and envFrom, marks the ConfigMap and
+// Secret keys it uses, and returns the literal values it gets.
+func (c checker) containerEnv(file, where string, prog program, ctr container, refs map[string]map[string]bool) ([]envUse, map[string]string) {
+	var uses []envUse
+	lit := map[string]string{}
+	objectOf := func(ref string) (map[string]string, bool) {
+		kind, name, _ := strings.Cut(ref, "/")
+		for _, o := range c.d.objects {
+			if o.Kind == kind && o.name() == name {
+				m := map[string]string{}
+				for k, v := range o.StringData {
+					m[k] = v
+				}
+				for k, v := range o.Data {
+					m[k] = v
+				}
+				return m, true
+			}
+		}
+		c.p.add(file, "%s refers to %s, which no manifest under deploy/kubernetes defines", where, ref)
+		return nil, false
+	}
+	for _, ef := range ctr.EnvFrom {
+		ref := ""
+		switch {
+		case ef.ConfigMapRef != nil:
+			ref = "ConfigMap/" + ef.ConfigMapRef.Name
+		case ef.SecretRef != nil:
+			ref = "Secret/" + ef.SecretRef.Name
+		}
+		data, ok := objectOf(ref)
+		if !ok {
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(data)) {
+			refs[ref][k] = true
+			v := data[k]
+			uses = append(uses, envUse{file: file, where: where + " (envFrom " + ref + ")", prog: prog, name: ef.Prefix + k, value: &v})
+			lit[ef.Prefix+k] = v
+		}
+	}
+	for _, e := range ctr.Env {
+		u := envUse{file: file, where: where, prog: prog, name: e.Name}
+		if e.ValueFrom == nil {
+			v := e.Value
+			u.value = &v
+			lit[e.Name] = v
+			uses = append(uses, u)
+			continue
+		}
+		ref, kr := "", e.ValueFrom.SecretKeyRef
+		if kr != nil {
+			ref = "Secret/" + kr.Name
+		} else if kr = e.ValueFrom.ConfigMapKeyRef; kr != nil {
+			ref = "ConfigMap/" + kr.Name
+		}
+		if kr == nil {
+			c.p.add(file, "%s: %s takes its value from neither a Secret nor a ConfigMap key", where, e.Name)
+			continue
+		}
+		if data, ok := objectOf(ref); ok {
+			if _, has := data[kr.Key]; !has && !kr.Optional {
+				c.p.add(file, "%s: %s refers to key %s, which %s does not have", where, e.Name, kr.Key, ref)
+			}
+			if _, has := data[kr.Key]; has {
+				refs[ref][kr.Key] = true
+			}
+			if !c.code.anyKnows(kr.Key) {
+				c.p.add(file, "%s key %s is no variable any command reads", ref, kr.Key)
+			}
+		}
+		uses = append(uses, u)
+	}
+	return uses, lit
+}
+
+// podSecurity checks that a pod cannot run as root, write its root filesystem or gain privileges.
+func (c checker) podSecurity(pd pod) {
+	podSC := pd.spec.SecurityContext
+	for _, ctr := range pd.spec.Containers {
+		where := fmt.Sprintf("%s %s container %s", pd.obj.Kind, pd.obj.name(), ctr.Name)
+		sc := ctr.SecurityContext
+		if sc == nil {
+			sc = &securityContext{}
+		}
+		nonRoot := sc.RunAsNonRoot
+		if nonRoot == nil && podSC != nil {
+			nonRoot = podSC.RunAsNonRoot
+		}
+		checks := []struct {
+			ok   bool
+			what string
+		}{
+			{nonRoot != nil && *nonRoot, "runAsNonRoot: true"},
+			{sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem, "readOnlyRootFilesystem: true"},
+			{sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation, "allowPrivilegeEscalation: false"},
+			{sc.Capabilities != nil && slices.Contains(sc.Capabilities.Drop, "ALL"), "capabilities.drop: [ALL]"},
+		}
+		for _, ch := range checks {
+			if !ch.ok {
+				c.p.add(pd.obj.file, "%s securityContext lacks %s", where, ch.what)
+			}
+		}
+	}
+}
+
+// bridgePod checks the bridge Deployment: replicas, and probes on the port the bridge listens on.
+func (c checker) bridgePod(pd pod, ctr container, where string, env map[string]string) {
+	file := pd.obj.file
+	if pd.obj.Kind != "Deployment" {
+		c.p.add(file, "%s runs the bridge outside a Deployment", where)
+		return
+	}
+	if r := pd.obj.Spec.Replicas; r == nil || *r < 2 {
+		c.p.add(file, "%s: the Deployment must run at least 2 replicas", where)
+	}
+	listen := c.bridgeListenPort(file, env)
+	for _, pr := range []struct {
+		name, path string
+		probe      *probe
+	}{{"livenessProbe", healthPath, ctr.LivenessProbe}, {"readinessProbe", readyPath, ctr.ReadinessProbe}} {
+		if pr.probe == nil || pr.probe.HTTPGet == nil {
+			c.p.add(file, "%s has no HTTP %s", where, pr.name)
+			continue
+		}
+		if pr.probe.HTTPGet.Path != pr.path {
+			c.p.add(file, "%s %s asks %s, want %s", where, pr.name, pr.probe.HTTPGet.Path, pr.path)
+		}
+		if port := containerPortOf(ctr, pr.probe.HTTPGet.Port); port != listen {
+			c.p.add(file, "%s %s asks port %s (%d), but the bridge listens on %d", where, pr.name, pr.probe.HTTPGet.Port, port, listen)
+		}
+	}
+}
+
+// containerPortOf resolves a port number or name of ctr; 0 when it names no port.
+func containerPortOf(ctr container, p intOrString) int {
+	if n, err := strconv.Atoi(string(p)); err == nil {
+		return n
+	}
+	for _, cp := range ctr.Ports {
+		if cp.Name == string(p) {
+			return cp.ContainerPort
+		}
+	}
+	return 0
+}
+
+// pdbAndService checks that a PodDisruptionBudget and a Service select the bridge's pods, and the
+// Service sends traffic to the bridge's port.
+func (c checker) pdbAndService(objs []k8sObject) {
+	var bridgePods []pod
+	for _, pd := range pods(objs) {
+		if pd.obj.Kind == "Deployment" {
+			bridgePods = append(bridgePods, pd)
+		}
+	}
+	for _, kind := range []string{"PodDisruptionBudget", "Service"} {
+		found := false
+		for _, o := range objs {
+			if o.Kind != kind {
+				continue
+			}
+			sel := stringMap(o.Spec.Selector)
+			if kind == "PodDisruptionBudget" {
+				sel = stringMap(o.Spec.Selector["matchLabels"])
+			}
+			for _, pd := range bridgePods {
+				if !containsAll(pd.meta.Labels, sel) {
+					continue
+				}
+				found = true
+				for _, sp := range o.Spec.Ports {
+					if containerPortOf(pd.spec.Containers[0], sp.TargetPort) != c.bridgeListenPort(o.file, nil) {
+						c.p.add(o.file, "Service %s port %s does not reach the bridge's port", o.name(), sp.Name)
+					}
+				}
+			}
+		}
+		if !found {
+			c.p.add("kubernetes", "no %s selects the bridge Deployment's pods", kind)
+		}
+	}
+}
+
+// kustomization checks that kustomization.yaml lists every manifest meant for `kubectl apply`
+// (those with a fixed name; generateName ones are for `kubectl create`) and pins the image.
+func (c checker) kustomization(objs []k8sObject, images []string) {
+	const file = "kubernetes/kustomization.yaml"
+	var k *k8sObject
+	applied := map[string]bool{}
+	for i, o := range objs {
+		switch {
+		case o.Kind == "Kustomization":
+			k = &objs[i]
+		case o.Metadata.Name != "":
+			applied[path.Base(o.file)] = true
+		}
+	}
+	if k == nil {
+		c.p.add(file, "missing")
+		return
+	}
+	for _, r := range k.Resources {
+		if !applied[r] {
+			c.p.add(file, "resource %s is no manifest under deploy/kubernetes with a fixed name", r)
+		}
+		delete(applied, r)
+	}
+	for _, f := range slices.Sorted(maps.Keys(applied)) {
+		c.p.add(file, "does not list %s", f)
+	}
+	for _, img := range images {
+		repo, tag := imageRepo(img)
+		if !slices.ContainsFunc(k.Images, func(i k8sImage) bool { return i.Name == repo && i.NewName == "" && i.NewTag == tag }) {
+			c.p.add(file, "images does not pin %s to the tag %s the manifests use", repo, tag)
+		}
+	}
+}
+
+// imagesAgree checks that one file uses a single image, of the repository the others use.
+func (c checker) imagesAgree(file string, images []string) {
+	repos := map[string]bool{}
+	for _, img := range images {
+		repo, _ := imageRepo(img)
+		repos[repo] = true
+	}
+	if len(repos) != 1 {
+		c.p.add(file, "uses images from %v, want one repository for bridge and replay", slices.Sorted(maps.Keys(repos)))
+		return
+	}
+	for _, other := range [][]string{c.composeImages(), c.kubernetesImages()} {
+		for _, img := range other {
+			if repo, _ := imageRepo(img); !repos[repo] {
+				c.p.add(file, "uses %v, elsewhere the image is %s", slices.Sorted(maps.Keys(repos)), repo)
+			}
+		}
+	}
+}
+
+func (c checker) composeImages() []string {
+	var out []string
+	for _, svc := range c.d.compose.Services {
+		if !strings.HasPrefix(svc.Image, "nats:") {
+			out = append(out, svc.Image)
+		}
+	}
+	return out
+}
+
+func (c checker) kubernetesImages() []string {
+	var out []string
+	for _, pd := range pods(c.d.objects) {
+		for _, ctr := range pd.spec.Containers {
+			out = append(out, ctr.Image)
+		}
+	}
+	return out
+}
+
+// streams checks deploy/nats/stream.json against the stream the bridge creates by default.
+func (c checker) streams() {
+	if len(c.d.streams) == 0 {
+		c.p.add("nats/stream.json", "missing")
+	}
+	for file, s := range c.d.streams {
+		dedup, _ := time.ParseDuration(c.code.def("NATS_DEDUP_WINDOW"))
+		maxAge, _ := time.ParseDuration(c.code.def("NATS_MAX_AGE"))
+		checks := []struct {
+			ok         bool
+			field      string
+			have, want any
+		}{
+			{s.Name == c.code.def("NATS_STREAM"), "name", s.Name, c.code.def("NATS_STREAM")},
+			{slices.Equal(s.Subjects, []string{schema.StreamSubjects}), "subjects", s.Subjects, []string{schema.StreamSubjects}},
+			{s.Storage == jetstream.FileStorage, "storage", s.Storage, jetstream.FileStorage},
+			{s.Retention == jetstream.LimitsPolicy, "retention", s.Retention, jetstream.LimitsPolicy},
+			{s.Discard == jetstream.DiscardOld, "discard", s.Discard, jetstream.DiscardOld},
+			{s.Duplicates == dedup, "duplicate_window", s.Duplicates, dedup},
+			{s.MaxAge == maxAge, "max_age", s.MaxAge, maxAge},
+			{s.Replicas == clusterNodes, "num_replicas", s.Replicas, clusterNodes},
+		}
+		for _, ch := range checks {
+			if !ch.ok {
+				c.p.add(file, "%s is %v, the bridge creates %v", ch.field, ch.have, ch.want)
+			}
+		}
+	}
+}
+
+// natsConfs checks the NATS server configs: each parses, runs JetStream with a store and takes
+// the bridge's largest message; the cluster one makes each of its nodes a distinct member of a
+// named cluster with routes to all.
+func (c checker) natsConfs() {
+	maxBody, _ := strconv.ParseInt(c.code.def("BRIDGE_MAX_BODY_BYTES"), 10, 64)
+	need := max(maxBody+64<<10, 1<<20) // what the bridge asks of max_payload (cmd/bridge maxPayload)
+	clusters := 0
+	for _, file := range slices.Sorted(maps.Keys(c.d.natsConfs)) {
+		text := c.d.natsConfs[file]
+		nodes := []string{""}
+		if strings.Contains(text, "$SERVER_NAME") {
+			nodes = []string{"nats-0", "nats-1", "nats-2"}
+		}
+		names := map[string]bool{}
+		for _, node := range nodes {
+			prefix := ""
+			if node != "" {
+				prefix = fmt.Sprintf("SERVER_NAME: %q\n", node)
+			}
+			opts := &server.Options{}
+			if err := opts.ProcessConfigString(prefix + text); err != nil {
+				c.p.add(file, "does not load in nats-server: %v", err)
+				break
+			}
+			if !opts.JetStream || opts.StoreDir == "" {
+				c.p.add(file, "does not enable JetStream with a store_dir")
+			}
+			if int64(opts.MaxPayload) < need {
+				c.p.add(file, "max_payload %d is below the %d bytes the bridge's largest message needs", opts.MaxPayload, need)
+			}
+			if opts.Port != natsClientPort {
+				c.p.add(file, "clients port is %d, want %d", opts.Port, natsClientPort)
+			}
+			names[opts.ServerName] = true
+			if opts.Cluster.Port == 0 {
+				continue
+			}
+			if node != "" {
+				clusters++
+			}
+			if opts.Cluster.Name == "" || len(opts.Routes) != clusterNodes || opts.ServerName != node {
+				c.p.add(file, "node %s: want a named cluster with %d routes and server_name from $SERVER_NAME, have name %q, %d routes, server_name %q",
+					node, clusterNodes, opts.Cluster.Name, len(opts.Routes), opts.ServerName)
+			}
+		}
+		if len(names) != len(nodes) {
+			c.p.add(file, "its nodes do not get distinct server names: %v", slices.Sorted(maps.Keys(names)))
+		}
+	}
+	if clusters != clusterNodes {
+		c.p.add("nats", "no config runs a %d-node cluster with server_name from $SERVER_NAME", clusterNodes)
+	}
+}
+
+// dashboards checks that the Grafana dashboards query only metrics the bridge serves, and all of them.
+func (c checker) dashboards() {
+	known := bridgeMetrics()
+	metricRE := regexp.MustCompile(`\bayrbridge_[a-z0-9_]+`)
+	for _, file := range slices.Sorted(maps.Keys(c.d.dashboards)) {
+		used := map[string]bool{}
+		for _, expr := range exprs(c.d.dashboards[file]) {
+			for _, m := range metricRE.FindAllString(expr, -1) {
+				base := m
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if b, ok := strings.CutSuffix(m, suffix); ok && known[b] == "histogram" {
+						base = b
+					}
+				}
+				if _, ok := known[base]; !ok || (base == m && known[base] == "histogram") {
+					c.p.add(file, "queries %s, which the bridge does not serve (%s)", m, expr)
+					continue
+				}
+				used[base] = true
+			}
+		}
+		for _, m := range slices.Sorted(maps.Keys(known)) {
+			if !used[m] {
+				c.p.add(file, "shows nothing of %s", m)
+			}
+		}
+	}
+}
+
+// exprs returns every "expr" string in a decoded JSON document.
+func exprs(v any) []string {
+	var out []string
+	switch v := v.(type) {
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if s, ok := v[k].(string); ok && k == "expr" {
+				out = append(out, s)
+				continue
+			}
+			out = append(out, exprs(v[k])...)
+		}
+	case []any:
+		for _, e := range v {
+			out = append(out, exprs(e)...)
+		}
+	}
+	return out
+}

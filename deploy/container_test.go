@@ -1,0 +1,302 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/testcontainers/testcontainers-go"
+	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
+
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/schema"
+)
+
+// TestBridgeAgainstNATSContainer is the end-to-end path of the compose stack: the NATS image and
+// config compose runs, in a container; the bridge built from this repository, as a process
+// pointed at it with NATS_URL; a webhook in; the CloudEvent read back from the stream. It skips
+// where no Docker engine answers.
+func TestBridgeAgainstNATSContainer(t *testing.T) {
+	requireDocker(t)
+	ctx := t.Context()
+
+	var cf composeFile
+	if err := strictYAML(readDeployFiles(t, ".")["compose.yaml"], &cf); err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := tcnats.Run(ctx, cf.Services["nats"].Image,
+		testcontainers.WithFiles(testcontainers.ContainerFile{
+			HostFilePath: filepath.Join("nats", "single-node.conf"), ContainerFilePath: "/etc/nats/nats.conf", FileMode: 0o644,
+		}),
+		testcontainers.WithCmd("--config", "/etc/nats/nats.conf"),
+	)
+	testcontainers.CleanupContainer(t, ctr)
+	if err != nil {
+		t.Fatalf("start NATS container: %v", err)
+	}
+	natsURL, err := ctr.ConnectionString(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhookRoundTrip(t, natsURL)
+}
+
+// TestBridgeProcessAgainstServer runs the same round trip as TestBridgeAgainstNATSContainer with
+// an in-process nats-server in place of the container, so the path is exercised without Docker.
+func TestBridgeProcessAgainstServer(t *testing.T) {
+	webhookRoundTrip(t, natstest.RunServer(t, "").ClientURL())
+}
+
+// webhookRoundTrip builds and starts the bridge against natsURL, posts a webhook twice and reads
+// the one stored CloudEvent back from the stream.
+func webhookRoundTrip(t *testing.T, natsURL string) {
+	t.Helper()
+	ctx := t.Context()
+	addr := startBridge(t, buildBridge(t), natsURL)
+	waitReady(t, "http://"+addr+"/readyz")
+
+	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	first := postWebhook(t, "http://"+addr+"/webhook", body, traceparent)
+	if first.Subject != "ayrshare.social.link" || first.ID != "TKLc30192HLGw5UeJ46" || first.Duplicate {
+		t.Fatalf("bridge answered %+v, want a new event on ayrshare.social.link with the hookId as id", first)
+	}
+	if again := postWebhook(t, "http://"+addr+"/webhook", body, traceparent); !again.Duplicate || again.Sequence != first.Sequence {
+		t.Errorf("redelivery answered %+v, want a duplicate of sequence %d", again, first.Sequence)
+	}
+
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, "AYRSHARE", jetstream.OrderedConsumerConfig{FilterSubjects: []string{schema.StreamSubjects}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("read the event back: %v", err)
+	}
+	h := msg.Headers()
+	for _, c := range []struct{ name, got, want string }{
+		{"subject", msg.Subject(), "ayrshare.social.link"},
+		{"ce-id", h.Get(schema.HeaderID), "TKLc30192HLGw5UeJ46"},
+		{"ce-type", h.Get(schema.HeaderType), "com.ayrshare.social.link"},
+		{"ce-source", h.Get(schema.HeaderSource), "/ayrshare/profiles/140b8700bd6ade089b242d845e268fb886130c53"},
+		{"ce-dataschema", h.Get(schema.HeaderDataSchema), schema.DataSchema(schema.ActionSocial)},
+		{"ce-traceparent", h.Get(schema.HeaderTraceParent), traceparent},
+		{"Nats-Msg-Id", h.Get(nats.MsgIdHdr), "TKLc30192HLGw5UeJ46"},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	if !bytes.Equal(msg.Data(), body) {
+		t.Errorf("data differs from the webhook body:\n%s\nwant:\n%s", msg.Data(), body)
+	}
+	ev, err := schema.DecodeMsg(ctx, &nats.Msg{Subject: msg.Subject(), Header: h, Data: msg.Data()})
+	if err != nil {
+		t.Fatalf("decode as CloudEvent: %v", err)
+	}
+	if err := ev.Validate(); err != nil || ev.ID() != first.ID {
+		t.Errorf("CloudEvent %s invalid (%v) or not the stored one", ev.ID(), err)
+	}
+}
+
+// requireDocker skips the test, saying why, when no Docker engine answers.
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if reason := dockerUnavailable(t.Context()); reason != "" {
+		t.Skip("no Docker engine: " + reason)
+	}
+}
+
+// dockerUnavailable asks testcontainers' Docker provider for the engine's health and returns why
+// it is not usable, or "" when it is. testcontainers panics when it finds no Docker host at all.
+func dockerUnavailable(ctx context.Context) (reason string) {
+	defer func() {
+		if r := recover(); r != nil {
+			reason = fmt.Sprintf("testcontainers found no Docker host (%v); set DOCKER_HOST or start Docker to run this test", r)
+		}
+	}()
+	p, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		return err.Error()
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.Health(ctx); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// buildBridge compiles cmd/bridge into a temporary directory.
+func buildBridge(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bridge")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/bridge")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/bridge: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startBridge runs the bridge against natsURL on a free loopback port and returns its address.
+// When the test ends it stops the bridge with SIGTERM and expects a clean exit.
+func startBridge(t *testing.T, bin, natsURL string) string {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"NATS_URL=" + natsURL,
+		"BRIDGE_LISTEN=127.0.0.1:0",
+		"LOG_FORMAT=json",
+		"LOG_LEVEL=info",
+		"HOME=" + t.TempDir(),
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	addrs := make(chan string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			logs.write(s.Text() + "\n")
+			var line struct {
+				Msg  string `json:"message"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(s.Bytes(), &line) == nil && line.Msg == "accepting webhooks on /webhook" {
+				addrs <- line.Addr
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		exited := make(chan error, 1)
+		go func() { <-scanned; exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("bridge did not stop cleanly on SIGTERM: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("bridge still running 30s after SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("bridge log:\n%s", logs.String())
+		}
+	})
+	select {
+	case addr := <-addrs:
+		return addr
+	case <-scanned:
+		t.Fatalf("bridge exited before listening:\n%s", logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("bridge not listening after 30s:\n%s", logs.String())
+	}
+	return ""
+}
+
+// waitReady polls url until it answers 200, failing after 30 seconds.
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30s (last: %v)", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// accepted is the bridge's 200 answer.
+type accepted struct {
+	ID        string `json:"id"`
+	Subject   string `json:"subject"`
+	Sequence  uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func postWebhook(t *testing.T, url string, body []byte, traceparent string) accepted {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Traceparent", traceparent)
+	req.Header.Set("X-Ayrshare-Delivery-Id", "delivery-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /webhook: %s %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var a accepted
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	return a
+}
+
+// lockedBuffer collects the bridge's log from its reader goroutine for the test to print.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) write(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

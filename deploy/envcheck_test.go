@@ -1,0 +1,369 @@
+package deploy
+
+import (
+	"maps"
+	"os/exec"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
+
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/publish"
+	"github.com/ayrbridge/ayrbridge/schema"
+)
+
+// TestDeployFilesParse parses each deployment file on its own as its kind.
+func TestDeployFilesParse(t *testing.T) {
+	files := readDeployFiles(t, ".")
+	for _, src := range sources() {
+		t.Run(src.pattern, func(t *testing.T) {
+			n := 0
+			for _, name := range files.sorted() {
+				if kind, _ := kindOf(name); kind != src.kind {
+					continue
+				}
+				n++
+				var p problems
+				parse(deployFiles{name: files[name]}, &p)
+				for _, msg := range p {
+					t.Errorf("%s: %s", src.kind, msg)
+				}
+			}
+			if n == 0 {
+				t.Errorf("no %s file", src.kind)
+			}
+		})
+	}
+}
+
+// TestDeployFilesAgree runs every check on the committed deployment files: each variable they set
+// is one its command reads, and the files agree with each other and with the code.
+func TestDeployFilesAgree(t *testing.T) {
+	for _, msg := range checkAll(readDeployFiles(t, "."), loadCode(t)) {
+		t.Error(msg)
+	}
+}
+
+// TestChecksCatchMistakes feeds the checks deliberately wrong deployment files (the committed ones
+// with one edit, or an added file) and expects each mistake to be reported.
+func TestChecksCatchMistakes(t *testing.T) {
+	tests := map[string]struct {
+		file     string
+		old, new string // old "" adds file with content new
+		want     string
+	}{
+		"compose: misspelt variable": {
+			"compose.yaml", `BRIDGE_LISTEN: ":8080"`, `BRIDGE_LISTN: ":8080"`,
+			"service bridge sets BRIDGE_LISTN, which bridge does not read"},
+		"compose: bridge variable on the replay": {
+			"compose.yaml", "AYRSHARE_API_KEY: ${AYRSHARE_API_KEY:-}", "AYRSHARE_API_KEY: x\n      BRIDGE_MAX_CONNS: \"5\"",
+			"service replay sets BRIDGE_MAX_CONNS, which replay does not read"},
+		"compose: list-form environment": {
+			"compose.yaml",
+			"      NATS_URL: nats://nats:4222\n      NATS_STREAM: AYRSHARE\n      AYRSHARE_API_KEY: ${AYRSHARE_API_KEY:-}\n      AYRSHARE_API_URL: ${AYRSHARE_API_URL:-}\n      AYRSHARE_PROFILE_KEYS: ${AYRSHARE_PROFILE_KEYS:-}\n      LOG_FORMAT: json\n      LOG_LEVEL: ${LOG_LEVEL:-info}\n",
+			"      - NATS_URL=nats://nats:4222\n      - NATS_STREEM=AYRSHARE\n      - AYRSHARE_API_KEY\n",
+			"service replay sets NATS_STREEM"},
+		"compose: duration that is not one": {
+			"compose.yaml", "NATS_DEDUP_WINDOW: 24h", `NATS_DEDUP_WINDOW: "86400"`,
+			`NATS_DEDUP_WINDOW="86400", which is not a duration`},
+		"compose: replay without profile": {
+			"compose.yaml", "profiles: [replay]", "profiles: [tools]",
+			`no replay service under the profile "replay"`},
+		"compose: two images": {
+			"compose.yaml", "image: ghcr.io/ayrbridge/ayrbridge:${AYRBRIDGE_TAG:-dev}", "image: ayrbridge:dev",
+			"bridge and replay use different images"},
+		"compose: env_file the check cannot see": {
+			"compose.yaml", "read_only: true", "read_only: true\n    env_file: .env",
+			"field env_file not found"},
+		"compose: no JetStream volume": {
+			"compose.yaml", "      - nats-data:/data\n", "",
+			"service nats keeps JetStream on no named volume"},
+		"compose: service of the image without build": {
+			"compose.yaml", "volumes:\n  nats-data:", "  debug:\n    image: ghcr.io/ayrbridge/ayrbridge:${AYRBRIDGE_TAG:-dev}\n    environment:\n      NATS_URL: nats://nats:4222\n      BRIDGE_LISTN: \":9\"\n\nvolumes:\n  nats-data:",
+			"service debug sets BRIDGE_LISTN"},
+		"compose: replicas for a cluster": {
+			"compose.yaml", `NATS_REPLICAS: "1"`, `NATS_REPLICAS: "3"`,
+			"compose runs a single NATS server"},
+		"compose: replay binary elsewhere": {
+			"compose.yaml", `entrypoint: ["/usr/local/bin/replay"]`, `entrypoint: ["/replay"]`,
+			"service replay runs /replay, but the image installs its commands in /usr/local/bin"},
+		"kubernetes: one replica": {
+			"kubernetes/deployment.yaml", "replicas: 2", "replicas: 1",
+			"the Deployment must run at least 2 replicas"},
+		"kubernetes: readiness on the wrong path": {
+			"kubernetes/deployment.yaml", "path: /readyz", "path: /ready",
+			"readinessProbe asks /ready, want /readyz"},
+		"kubernetes: probes on another port": {
+			"kubernetes/deployment.yaml", "containerPort: 8080", "containerPort: 9090",
+			"livenessProbe asks port http (9090), but the bridge listens on 8080"},
+		"kubernetes: writable root filesystem": {
+			"kubernetes/deployment.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false",
+			"container bridge securityContext lacks readOnlyRootFilesystem: true"},
+		"kubernetes: privilege escalation": {
+			"kubernetes/replay-cronjob.yaml", "allowPrivilegeEscalation: false", "allowPrivilegeEscalation: true",
+			"container replay securityContext lacks allowPrivilegeEscalation: false"},
+		"kubernetes: misspelt ConfigMap key": {
+			"kubernetes/configmap.yaml", `BRIDGE_LISTEN: ":8080"`, `BRIDGE_LISTN: ":8080"`,
+			"(envFrom ConfigMap/ayrbridge-bridge) sets BRIDGE_LISTN, which bridge does not read"},
+		"kubernetes: replay variable on the bridge": {
+			"kubernetes/deployment.yaml", "          env:\n", "          env:\n            - name: AYRSHARE_PROFILE_KEYS\n              value: x\n",
+			"container bridge sets AYRSHARE_PROFILE_KEYS, which bridge does not read"},
+		"kubernetes: Secret without the key referred to": {
+			"kubernetes/secret.yaml", "AYRSHARE_API_KEY:", "AYRSHARE_APIKEY:",
+			"AYRSHARE_API_KEY refers to key AYRSHARE_API_KEY, which Secret/ayrbridge-secrets does not have"},
+		"kubernetes: replicas differ from stream.json": {
+			"kubernetes/configmap.yaml", `NATS_REPLICAS: "3"`, `NATS_REPLICAS: "1"`,
+			`sets NATS_REPLICAS="1", nats/stream.json has 3 replicas`},
+		"kubernetes: nightly replay beyond the dedup window": {
+			"kubernetes/replay-cronjob.yaml", `args: ["--since", "24h"]`, `args: ["--since", "48h"]`,
+			"replays 48h0m0s back, beyond the dedup window 24h0m0s"},
+		"kubernetes: replay command outside the image's bin": {
+			"kubernetes/replay-job.yaml", `command: ["/usr/local/bin/replay"]`, `command: ["/bin/replay"]`,
+			"runs /bin/replay, but the image installs its commands in /usr/local/bin"},
+		"kubernetes: job image tag drifts": {
+			"kubernetes/replay-job.yaml", "ghcr.io/ayrbridge/ayrbridge:0.1.0", "ghcr.io/ayrbridge/ayrbridge:0.2.0",
+			"images does not pin ghcr.io/ayrbridge/ayrbridge to the tag 0.2.0"},
+		"kubernetes: other image repository": {
+			"kubernetes/replay-cronjob.yaml", "ghcr.io/ayrbridge/ayrbridge:0.1.0", "docker.io/someone/ayrbridge:0.1.0",
+			"want one repository for bridge and replay"},
+		"kubernetes: manifest not in the kustomization": {
+			"kubernetes/kustomization.yaml", "  - pdb.yaml\n", "",
+			"does not list pdb.yaml"},
+		"kubernetes: PDB selects nothing": {
+			"kubernetes/pdb.yaml", "  selector:\n    matchLabels:\n      app.kubernetes.io/name: ayrbridge", "  selector:\n    matchLabels:\n      app.kubernetes.io/name: other",
+			"no PodDisruptionBudget selects the bridge Deployment's pods"},
+		"kubernetes: added manifest with a wrong variable": {
+			"kubernetes/debug.yaml", "", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: debug\nspec:\n  template:\n    spec:\n      containers:\n        - name: replay\n          image: ghcr.io/ayrbridge/ayrbridge:0.1.0\n          command: [/usr/local/bin/replay]\n          args: [--since, 1h]\n          env:\n            - name: AYRSHARE_APIKEY\n              value: x\n",
+			"Job debug container replay sets AYRSHARE_APIKEY, which replay does not read"},
+		"stream.json: another dedup window": {
+			"nats/stream.json", `"duplicate_window": 86400000000000`, `"duplicate_window": 3600000000000`,
+			"duplicate_window is 1h0m0s, the bridge creates 24h0m0s"},
+		"stream.json: memory storage": {
+			"nats/stream.json", `"storage": "file"`, `"storage": "memory"`,
+			"storage is Memory, the bridge creates File"},
+		"stream.json: misspelt field": {
+			"nats/stream.json", `"num_replicas"`, `"replicas"`,
+			`unknown field "replicas"`},
+		"nats: one server name for all nodes": {
+			"nats/cluster-node.conf", "server_name: $SERVER_NAME", "server_name: nats",
+			"no config runs a 3-node cluster"},
+		"nats: a route missing": {
+			"nats/cluster-node.conf", "    nats://nats-2.nats:6222\n", "",
+			"want a named cluster with 3 routes"},
+		"nats: default max_payload": {
+			"nats/single-node.conf", "max_payload: 2MB", "max_payload: 1MB",
+			"is below the 1114112 bytes the bridge's largest message needs"},
+		"nats: compose config without JetStream": {
+			"nats/single-node.conf", "jetstream {", "xjetstream_off {",
+			"does not load in nats-server"},
+		"grafana: metric the bridge does not serve": {
+			"grafana/ayrbridge.json", "ayrbridge_duplicates_total", "ayrbridge_dupes_total",
+			"queries ayrbridge_dupes_total, which the bridge does not serve"},
+		"grafana: a metric left out": {
+			"grafana/ayrbridge.json", "ayrbridge_nats_reconnects_total", "ayrbridge_nats_connected",
+			"shows nothing of ayrbridge_nats_reconnects_total"},
+		"grafana: histogram without _bucket": {
+			"grafana/ayrbridge.json", "ayrbridge_publish_duration_seconds_bucket", "ayrbridge_publish_duration_seconds",
+			"queries ayrbridge_publish_duration_seconds, which the bridge does not serve"},
+		"Dockerfile: root user": {
+			"Dockerfile", "USER 65532:65532", "USER root",
+			`final stage USER "root" is not a numeric non-root user`},
+		"Dockerfile: HEALTHCHECK": {
+			"Dockerfile", "EXPOSE 8080 4222", "EXPOSE 8080 4222\nHEALTHCHECK CMD [\"/usr/local/bin/bridge\", \"-h\"]",
+			"has a HEALTHCHECK"},
+		"Dockerfile: port not exposed": {
+			"Dockerfile", "EXPOSE 8080 4222", "EXPOSE 4222",
+			"does not EXPOSE 8080"},
+		"Dockerfile: cgo": {
+			"Dockerfile", "ENV CGO_ENABLED=0", "ENV CGO_ENABLED=1",
+			"does not build with CGO_ENABLED=0"},
+		"Dockerfile: misspelt ENV": {
+			"Dockerfile", "ENV NATS_EMBEDDED_DIR=/data", "ENV NATS_EMBEDED_DIR=/data",
+			"ENV sets NATS_EMBEDED_DIR, which bridge does not read"},
+		"Dockerfile: image with a shell": {
+			"Dockerfile", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm-slim",
+			"is neither scratch nor distroless static"},
+	}
+	files := readDeployFiles(t, ".")
+	code := loadCode(t)
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			mutated := maps.Clone(files)
+			mutated[tt.file] = mutate(t, files[tt.file], tt.old, tt.new)
+			got := checkAll(mutated, code)
+			if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("no problem reported contains %q; got:\n%s", tt.want, strings.Join(got, "\n"))
+			}
+		})
+	}
+}
+
+// mutate replaces the first old in data by new; old "" gives new as the whole content.
+func mutate(t testing.TB, data []byte, old, new string) []byte {
+	t.Helper()
+	if old == "" {
+		return []byte(new)
+	}
+	if !strings.Contains(string(data), old) {
+		t.Fatalf("the edit does not apply: %q is not in the file", old)
+	}
+	return []byte(strings.Replace(string(data), old, new, 1))
+}
+
+func TestComposeEnvironment(t *testing.T) {
+	str := func(s string) *string { return &s }
+	tests := map[string]struct {
+		yaml string
+		want map[string]*string
+	}{
+		"map":            {"A: x\nB:\nC: \"\"\n", map[string]*string{"A": str("x"), "B": nil, "C": str("")}},
+		"list":           {"- A=x\n- B\n- C=\n- D=a=b\n", map[string]*string{"A": str("x"), "B": nil, "C": str(""), "D": str("a=b")}},
+		"absent":         {"", map[string]*string{}},
+		"numbers quoted": {"N: 1\n", map[string]*string{"N": str("1")}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			var n yaml.Node
+			if err := yaml.Unmarshal([]byte(tt.yaml), &n); err != nil {
+				t.Fatal(err)
+			}
+			var doc yaml.Node
+			if len(n.Content) > 0 {
+				doc = *n.Content[0]
+			}
+			got, err := composeEnvironment(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("composeEnvironment = %v, want %v", derefAll(got), derefAll(tt.want))
+			}
+		})
+	}
+}
+
+func derefAll(m map[string]*string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		out[k] = "<unset>"
+		if v != nil {
+			out[k] = *v
+		}
+	}
+	return out
+}
+
+func TestSinceArg(t *testing.T) {
+	tests := []struct {
+		args []string
+		want time.Duration
+		ok   bool
+	}{
+		{[]string{"--since", "24h"}, 24 * time.Hour, true},
+		{[]string{"-since=90m"}, 90 * time.Minute, true},
+		{[]string{"--verbose", "--since=2h"}, 2 * time.Hour, true},
+		{[]string{"since", "24h"}, 0, false},
+		{[]string{"--since", "yesterday"}, 0, false},
+		{nil, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := sinceArg(tt.args)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("sinceArg(%q) = %s, %t; want %s, %t", tt.args, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestKustomizeBuilds renders deploy/kubernetes with kubectl's built-in kustomize, where kubectl is
+// installed, and checks what `kubectl apply -k` would send.
+func TestKustomizeBuilds(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl not installed: the kustomization is checked only statically")
+	}
+	out, err := exec.CommandContext(t.Context(), kubectl, "kustomize", "kubernetes").Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize kubernetes: %v", err)
+	}
+	objs, err := parseKubernetes("kustomize output", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range objs {
+		kinds = append(kinds, o.Kind+"/"+o.name())
+		if o.Metadata.Labels["app.kubernetes.io/part-of"] != "ayrbridge" {
+			t.Errorf("%s/%s lacks the part-of label the kustomization adds", o.Kind, o.name())
+		}
+	}
+	slices.Sort(kinds)
+	want := []string{
+		"ConfigMap/ayrbridge-bridge", "ConfigMap/ayrbridge-common", "CronJob/ayrbridge-replay-daily",
+		"Deployment/ayrbridge-bridge", "PodDisruptionBudget/ayrbridge-bridge", "Secret/ayrbridge-secrets",
+		"Service/ayrbridge-bridge",
+	}
+	if !slices.Equal(kinds, want) {
+		t.Errorf("kustomize renders %v, want %v", kinds, want)
+	}
+}
+
+// TestStreamJSONMatchesBridge creates the stream once as the bridge does and once from
+// deploy/nats/stream.json, on a real server, and expects the same stream; the bridge then finds
+// nothing to change in it.
+func TestStreamJSONMatchesBridge(t *testing.T) {
+	code := loadCode(t)
+	var fromFile jetstream.StreamConfig
+	if err := strictJSON(readDeployFiles(t, ".")["nats/stream.json"], &fromFile); err != nil {
+		t.Fatal(err)
+	}
+	fromFile.Replicas = 1 // one test server; the 3 replicas are checked against the cluster config
+	dedup, err := time.ParseDuration(code.def("NATS_DEDUP_WINDOW"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxAge, err := time.ParseDuration(code.def("NATS_MAX_AGE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridgeCfg := publish.StreamConfig{
+		Name:        code.def("NATS_STREAM"),
+		Subjects:    []string{schema.StreamSubjects},
+		Replicas:    1,
+		DedupWindow: dedup,
+		MaxAge:      maxAge,
+	}
+	ctx := t.Context()
+	_, js := natstest.Connect(t, natstest.RunServer(t, ""))
+
+	s, err := publish.EnsureStream(ctx, js, bridgeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.CachedInfo().Config
+	if err := js.DeleteStream(ctx, want.Name); err != nil {
+		t.Fatal(err)
+	}
+	s, err = js.CreateStream(ctx, fromFile)
+	if err != nil {
+		t.Fatalf("create stream from stream.json: %v", err)
+	}
+	got := s.CachedInfo().Config
+	got.Metadata, want.Metadata = nil, nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("stream from stream.json:\n%+v\nstream the bridge creates:\n%+v", got, want)
+	}
+	s, err = publish.EnsureStream(ctx, js, bridgeCfg)
+	if err != nil {
+		t.Fatalf("bridge refuses the stream from stream.json: %v", err)
+	}
+	after := s.CachedInfo().Config
+	after.Metadata = nil
+	if !reflect.DeepEqual(after, got) {
+		t.Errorf("the bridge changed the stream from stream.json:\n%+v\nto\n%+v", got, after)
+	}
+}
