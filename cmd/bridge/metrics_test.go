@@ -1,0 +1,46 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"testing"
+)
+
+// TestMetricNamesMatchDashboard scrapes a running bridge and checks that the Grafana
+// dashboard uses only metric families the bridge exports, and every ayrbridge_ one of them.
+func TestMetricNamesMatchDashboard(t *testing.T) {
+	b := startBridge(t, nil)
+	post(t, b.URL+"/webhook", []byte(`{"action":"feed","hookId":"m"}`), nil)
+	res, err := http.Get(b.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	dashboard, err := os.ReadFile("../../deploy/grafana/ayrbridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := func(text []byte, re *regexp.Regexp) []string {
+		var out []string
+		for _, m := range re.FindAllSubmatch(text, -1) {
+			name := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(string(m[1]), "")
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	exported := families(scrape, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_\w+) `))
+	used := families(dashboard, regexp.MustCompile(`(ayrbridge_\w+)`))
+	if !slices.Equal(exported, used) {
+		t.Fatalf("the bridge exports %v\nthe dashboard uses %v", exported, used)
+	}
+	if len(exported) != 8 {
+		t.Fatalf("exported %d ayrbridge_ families, want 8: %v", len(exported), exported)
+	}
+}
