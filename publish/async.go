@@ -54,48 +54,32 @@ type AsyncOption func(*AsyncPublisher) error
 
 // WithWindow sets how many messages may await acknowledgement at once (default 4096).
 func WithWindow(n int) AsyncOption {
-	return func(p *AsyncPublisher) error {
-		if n < 1 {
-			return fmt.Errorf("publish window %d: %w", n, jetstream.ErrInvalidOption)
-		}
-		p.window = n
-		return nil
-	}
+	return func(p *AsyncPublisher) error { p.window = n; return positive("publish window", n) }
 }
 
 // WithAckWait sets how long an acknowledgement may take before the message is sent again (default 5s).
 func WithAckWait(d time.Duration) AsyncOption {
-	return func(p *AsyncPublisher) error {
-		if d <= 0 {
-			return fmt.Errorf("ack wait %s: %w", d, jetstream.ErrInvalidOption)
-		}
-		p.ackWait = d
-		return nil
-	}
+	return func(p *AsyncPublisher) error { p.ackWait = d; return positive("ack wait", d) }
 }
 
 // WithRetryTimeout bounds the synchronous retries of one unacknowledged message (default 5s).
 func WithRetryTimeout(d time.Duration) AsyncOption {
-	return func(p *AsyncPublisher) error {
-		if d <= 0 {
-			return fmt.Errorf("retry timeout %s: %w", d, jetstream.ErrInvalidOption)
-		}
-		p.retryWait = d
-		return nil
-	}
+	return func(p *AsyncPublisher) error { p.retryWait = d; return positive("retry timeout", d) }
 }
 
 // WithMaxFailures sets after how many failed messages in a row Publish stops accepting
 // messages and returns ErrUnavailable, and later failures are reported without retrying them
 // (default 64). It keeps a run against a dead server from retrying every message in turn.
 func WithMaxFailures(n int) AsyncOption {
-	return func(p *AsyncPublisher) error {
-		if n < 1 {
-			return fmt.Errorf("max failures %d: %w", n, jetstream.ErrInvalidOption)
-		}
-		p.maxStreak = n
-		return nil
+	return func(p *AsyncPublisher) error { p.maxStreak = n; return positive("max failures", n) }
+}
+
+// positive is the check of the options above: the constructor fails on its error.
+func positive[T int | time.Duration](what string, v T) error {
+	if v <= 0 {
+		return fmt.Errorf("%s %v: %w", what, v, jetstream.ErrInvalidOption)
 	}
+	return nil
 }
 
 // WithAsyncLogger sets the logger (default: none).

@@ -93,36 +93,21 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 // WithRequestTimeout bounds the wait for the response headers and any pause while reading the
 // body (default 60s); an attempt that runs out of it is retried like a network error.
 func WithRequestTimeout(d time.Duration) ClientOption {
-	return func(c *Client) error {
-		if d <= 0 {
-			return fmt.Errorf("replay: request timeout %s must be positive", d)
-		}
-		c.timeout = d
-		return nil
-	}
+	return func(c *Client) error { c.timeout = d; return invalid(d > 0, "request timeout %s must be positive", d) }
 }
 
 // WithRetries sets how many times a failed request is retried (default 6). Each 429 counts
 // against the profile's budget (1,000 in 24h suspend it), so the cap is hard.
 func WithRetries(n int) ClientOption {
-	return func(c *Client) error {
-		if n < 0 {
-			return fmt.Errorf("replay: retries %d must not be negative", n)
-		}
-		c.retries = n
-		return nil
-	}
+	return func(c *Client) error { c.retries = n; return invalid(n >= 0, "retries %d must not be negative", n) }
 }
 
 // WithBackoff sets the first retry delay and the cap of the doubling delays (default 1s and
 // 1m). Each delay is drawn between half and all of its value, so clients do not retry in step.
 func WithBackoff(initial, maxDelay time.Duration) ClientOption {
 	return func(c *Client) error {
-		if initial <= 0 || maxDelay < initial {
-			return fmt.Errorf("replay: backoff %s..%s: want 0 < initial <= max", initial, maxDelay)
-		}
 		c.backoff, c.maxBackoff = initial, maxDelay
-		return nil
+		return invalid(initial > 0 && maxDelay >= initial, "backoff %s..%s: want 0 < initial <= max", initial, maxDelay)
 	}
 }
 
@@ -343,6 +328,15 @@ func (b *body) Close() error {
 	err := b.rc.Close()
 	b.cancel(nil)
 	return err
+}
+
+// invalid returns the error of an option whose value is out of range (ok false), else nil;
+// the constructor fails on it.
+func invalid(ok bool, format string, args ...any) error {
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("replay: "+format, args...)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -147,35 +147,20 @@ func WithLogger(l zerolog.Logger) Option {
 // stored copy of an event in the window; the margin absorbs clock skew between Ayrshare and NATS.
 func WithStreamMargin(d time.Duration) Option {
 	return func(r *Replayer) error {
-		if d < 0 {
-			return fmt.Errorf("replay: stream margin %s must not be negative", d)
-		}
 		r.margin = d
-		return nil
+		return invalid(d >= 0, "stream margin %s must not be negative", d)
 	}
 }
 
 // WithFlushGrace bounds the wait for outstanding acknowledgements once the run is interrupted
 // (default 10s); what is still unconfirmed then counts as failed.
 func WithFlushGrace(d time.Duration) Option {
-	return func(r *Replayer) error {
-		if d <= 0 {
-			return fmt.Errorf("replay: flush grace %s must be positive", d)
-		}
-		r.grace = d
-		return nil
-	}
+	return func(r *Replayer) error { r.grace = d; return invalid(d > 0, "flush grace %s must be positive", d) }
 }
 
 // WithMaxItemBytes bounds one history payload (default DefaultMaxItemBytes).
 func WithMaxItemBytes(n int) Option {
-	return func(r *Replayer) error {
-		if n <= 0 {
-			return fmt.Errorf("replay: max item bytes %d must be positive", n)
-		}
-		r.maxItem = n
-		return nil
-	}
+	return func(r *Replayer) error { r.maxItem = n; return invalid(n > 0, "max item bytes %d must be positive", n) }
 }
 
 // New returns a Replayer reading history, learning the stream's content from stored and
