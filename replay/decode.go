@@ -243,20 +243,12 @@ func (d *Decoder) valueLen() (int, error) {
 		b := d.buf[d.start:d.end]
 		for k < len(b) {
 			if inString {
-				j := bytes.IndexByte(b[k:], '"')
-				if j < 0 {
+				q := closeQuote(b, k)
+				if q < 0 {
 					k = len(b)
 					break
 				}
-				k += j
-				escapes := 0
-				for p := k - 1; p >= 0 && b[p] == '\\'; p-- {
-					escapes++
-				}
-				k++
-				if escapes%2 == 1 {
-					continue // an escaped quote
-				}
+				k = q + 1
 				inString = false
 				if depth == 0 {
 					return k, nil
@@ -293,6 +285,27 @@ func (d *Decoder) valueLen() (int, error) {
 		} else if err != nil {
 			return 0, err
 		}
+	}
+}
+
+// closeQuote returns the index in b of the quote that ends the string k is in, or -1 when b
+// ends first. A quote after an odd number of backslashes is escaped; b must start before the
+// string does, so that every backslash before a quote is in it.
+func closeQuote(b []byte, k int) int {
+	for {
+		j := bytes.IndexByte(b[k:], '"')
+		if j < 0 {
+			return -1
+		}
+		k += j
+		escapes := 0
+		for p := k - 1; p >= 0 && b[p] == '\\'; p-- {
+			escapes++
+		}
+		if escapes%2 == 0 {
+			return k
+		}
+		k++
 	}
 }
 
