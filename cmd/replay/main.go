@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ const (
 var errEventsFailed = errors.New("some events could not be published")
 
 func main() {
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()
@@ -50,6 +52,20 @@ func main() {
 	code := cli(ctx, os.Args[1:], nil, os.Stdout, os.Stderr, bar)
 	stop()
 	os.Exit(code)
+}
+
+// tuneGC trades memory the job can spare for CPU. Each event allocates a few kilobytes that
+// die at once while what lives on (the id set, the publish window) is small, so the default
+// GOGC=100 collects very often: a fifth of the CPU of a large replay. A soft limit keeps the
+// peak under 200 MB; past about five million ids in the window the live heap exceeds it and
+// the GC works harder instead. GOGC and GOMEMLIMIT in the environment win.
+func tuneGC() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(400)
+	}
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
+		debug.SetMemoryLimit(192 << 20)
+	}
 }
 
 // cli is main without the process: it loads the configuration from args and environ (the
