@@ -20,7 +20,7 @@ var ErrPublisherClosed = errors.New("async publisher closed")
 // acknowledge (error, timeout, lost connection) is published again, with the same Nats-Msg-Id,
 // until the retry timeout has passed; so within the stream's duplicate window it is stored once.
 //
-// Publish and Close must be called from one goroutine; the callbacks run on another one, in the
+// Publish, Flush and Close must be called from one goroutine; the callbacks run on another, in the
 // order the messages were published. Publish does not guarantee that the message is stored:
 // only a nil error passed to its callback does.
 type AsyncPublisher struct {

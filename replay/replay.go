@@ -218,8 +218,10 @@ func (r *Replayer) Run(ctx context.Context, job Job) (Summary, error) {
 	})
 	sum.StoredIDs = n
 	if err != nil {
+		err = fmt.Errorf("learn what the stream holds: %w", err)
+		sum.Errors = append(sum.Errors, err.Error())
 		sum.Interrupted = ctx.Err() != nil
-		return sum, fmt.Errorf("learn what the stream holds: %w", err)
+		return sum, err
 	}
 	r.log.Info().Int("messages", n).Int("ids", ids.len()).Time("from", job.Since.Add(-r.margin)).
 		Dur("took", time.Since(readFrom)).Msg("stream read")
@@ -235,24 +237,21 @@ func (r *Replayer) Run(ctx context.Context, job Job) (Summary, error) {
 	if len(requests) == 0 {
 		requests = []string{""}
 	}
+profiles:
 	for _, p := range job.Profiles {
 		for _, action := range requests {
-			err = r.replay(ctx, job, p, action, ids, perAction)
+			err := r.replay(ctx, job, p, action, ids, perAction)
 			if err == nil {
 				continue
 			}
+			errs = append(errs, err)
 			if ctx.Err() != nil || errors.Is(err, errSinkGaveUp) {
-				break
+				break profiles
 			}
 			r.log.Error().Err(err).Str("profile", p.Label).Str("action", action).Msg("profile history failed")
-			errs = append(errs, err)
 			if errors.Is(err, ErrUnauthorized) {
 				break // the same key will be refused for every action
 			}
-		}
-		if ctx.Err() != nil || errors.Is(err, errSinkGaveUp) {
-			errs = append(errs, err)
-			break
 		}
 	}
 
@@ -278,10 +277,13 @@ func (r *Replayer) Run(ctx context.Context, job Job) (Summary, error) {
 		sum.Actions[action] = counts
 		sum.Total.add(counts)
 	}
+	sum.Interrupted = ctx.Err() != nil
+	if sum.Interrupted && len(errs) == 0 { // stopped between two requests
+		errs = append(errs, fmt.Errorf("replay interrupted: %w", ctx.Err()))
+	}
 	for _, e := range errs {
 		sum.Errors = append(sum.Errors, e.Error())
 	}
-	sum.Interrupted = ctx.Err() != nil
 	sum.Seconds = time.Since(began).Seconds()
 	return sum, errors.Join(errs...)
 }

@@ -361,3 +361,21 @@ func TestRunRefusesBadJobs(t *testing.T) {
 		})
 	}
 }
+
+func TestRunInterruptedBeforeHistory(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	stored := func(context.Context, time.Time, func(string)) (int, error) {
+		cancel() // Ctrl-C once the stream is read
+		return 0, nil
+	}
+	body := historyJSON(group{"social", [][]byte{payload("social", "s1", now.Add(-time.Hour))}})
+	sink := &memSink{}
+	r, _ := New(historyServer(t, map[string][]byte{"": body}), stored, sink)
+	sum, err := r.Run(ctx, Job{Profiles: Profiles([]string{"", ""}), Since: now.Add(-24 * time.Hour), Until: now})
+	if !errors.Is(err, context.Canceled) || !sum.Interrupted || len(sum.Errors) != 1 {
+		t.Fatalf("err %v, summary %+v: want one context.Canceled and interrupted", err, sum)
+	}
+	if len(sink.msgs) != 0 {
+		t.Fatalf("published %d after the interruption", len(sink.msgs))
+	}
+}

@@ -592,3 +592,56 @@ error: history of profile 2 (abcd…): boom
 		t.Fatalf("summary\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	evs := events("p", 2, time.Now())
+	w := newWorld(t, time.Hour, map[string][]event{"": evs})
+	client, err := replay.NewClient(w.api.URL, apiKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := replay.New(client, func(context.Context, time.Time, func(string)) (int, error) { return 0, nil }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("log lines", func(t *testing.T) {
+		var logs syncBuffer
+		stop := showProgress(rep, config{ProgressEvery: time.Millisecond}, zerolog.New(&logs))
+		for !strings.Contains(logs.String(), `"message":"replay progress"`) {
+			time.Sleep(time.Millisecond)
+		}
+		stop()
+		if !strings.Contains(logs.String(), `"phase":"start"`) {
+			t.Fatalf("log %s lacks the phase", logs.String())
+		}
+	})
+	t.Run("bar", func(t *testing.T) {
+		var bar syncBuffer
+		stop := showProgress(rep, config{ProgressEvery: time.Hour, progress: &bar}, zerolog.Nop())
+		for bar.String() == "" {
+			time.Sleep(time.Millisecond)
+		}
+		stop()
+		if !strings.Contains(bar.String(), "events") {
+			t.Fatalf("bar output %q", bar.String())
+		}
+	})
+}
+
+// syncBuffer is a bytes.Buffer that a writer goroutine and the test may use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -74,6 +74,8 @@ func showProgress(rep *replay.Replayer, cfg config, log zerolog.Logger) (stop fu
 			progressbar.OptionSpinnerType(14),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
+			// Our ticker redraws it; the bar's own spinner goroutine reads its state unlocked.
+			progressbar.OptionSetSpinnerChangeInterval(0),
 		)
 	}
 	go func() {
