@@ -67,7 +67,7 @@ func showProgress(rep *replay.Replayer, cfg config, log zerolog.Logger) (stop fu
 		every = 200 * time.Millisecond
 		bar = progressbar.NewOptions64(-1,
 			progressbar.OptionSetWriter(cfg.progress),
-			progressbar.OptionSetDescription("reading stream"),
+			progressbar.OptionSetDescription("connecting"),
 			progressbar.OptionShowCount(),
 			progressbar.OptionShowIts(),
 			progressbar.OptionSetItsString("events"),
@@ -80,6 +80,7 @@ func showProgress(rep *replay.Replayer, cfg config, log zerolog.Logger) (stop fu
 	}
 	go func() {
 		defer close(finished)
+		counting := false
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
@@ -99,8 +100,13 @@ func showProgress(rep *replay.Replayer, cfg config, log zerolog.Logger) (stop fu
 				continue
 			}
 			if p.Phase == "stream" {
-				bar.Describe(fmt.Sprintf("reading stream: %d ids", p.StoredIDs))
+				bar.Describe("reading the ids the stream holds")
+				_ = bar.Set64(p.StoredIDs)
 				continue
+			}
+			if !counting { // the count and rate start again for the history
+				counting = true
+				bar.Reset()
 			}
 			bar.Describe(fmt.Sprintf("%s: in stream %d, published %d, failed %d", p.Phase, p.InStream, p.Published, p.Failed))
 			_ = bar.Set64(p.Read)
