@@ -26,6 +26,7 @@ var ErrPublisherClosed = errors.New("async publisher closed")
 type AsyncPublisher struct {
 	js        jetstream.JetStream
 	stream    string
+	expect    jetstream.PublishOpt // made once: it is the same for every message
 	retry     *Publisher
 	log       zerolog.Logger
 	window    int
@@ -115,6 +116,7 @@ func NewAsyncPublisher(nc *nats.Conn, stream string, opts ...AsyncOption) (*Asyn
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	p.js = js
+	p.expect = jetstream.WithExpectStream(stream)
 	p.retry, err = NewPublisher(js, stream, WithTimeout(p.retryWait), WithLogger(p.log))
 	if err != nil {
 		return nil, err
@@ -144,7 +146,7 @@ func (p *AsyncPublisher) Publish(ctx context.Context, msg *nats.Msg, done func(e
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	fut, err := p.js.PublishMsgAsync(msg, jetstream.WithExpectStream(p.stream))
+	fut, err := p.js.PublishMsgAsync(msg, p.expect)
 	// Never blocks: the queue holds as many entries as there are slots.
 	p.queue <- pending{msg: msg, fut: fut, err: err, done: done}
 	return nil
