@@ -1,12 +1,10 @@
 package deploy
 
 import (
-	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -27,24 +25,9 @@ const (
 // programs are the commands the image carries.
 func programs() []program { return []program{bridge, replay} }
 
-// plannedReplayEnv is what cmd/replay is announced to read. It stands in only while cmd/replay does
-// not exist on this branch; once it does, the names are read from its code like the bridge's.
-func plannedReplayEnv() map[string]string {
-	names := []string{
-		"AYRSHARE_API_KEY", "AYRSHARE_API_URL", "AYRSHARE_PROFILE_KEYS",
-		"NATS_STREAM", "LOG_FORMAT", "LOG_LEVEL",
-	}
-	m := make(map[string]string, len(names))
-	for _, n := range names {
-		m[n] = ""
-	}
-	return m
-}
-
 // codeEnv is what the commands read from the environment.
 type codeEnv struct {
-	reads   map[program]map[string]string // variable name -> its envDefault ("" when none)
-	planned map[program]bool              // the command's names are announced, not read from code
+	reads map[program]map[string]string // variable name -> its envDefault ("" when none)
 }
 
 // knows reports whether p reads name.
@@ -61,47 +44,69 @@ func (c codeEnv) anyKnows(name string) bool {
 // def returns the default the bridge declares for name.
 func (c codeEnv) def(name string) string { return c.reads[bridge][name] }
 
-// loadCodeEnv reads, for each command, the variables named in cmd/<command>, in its package
-// <command>/ if there is one, and in publish (whose ConnConfig every command embeds), by their env
-// struct tags or os.Getenv/os.LookupEnv calls.
+// modulePath prefixes the import paths of this repository's packages.
+const modulePath = "github.com/ayrbridge/ayrbridge/"
+
+// loadCodeEnv reads, for each command, the variables named in cmd/<command> and in every package
+// of this module it imports (publish's ConnConfig, internal/logging's Config, replay/...), by
+// their env struct tags or os.Getenv/os.LookupEnv calls.
 func loadCodeEnv(root string) (codeEnv, error) {
-	c := codeEnv{reads: map[program]map[string]string{}, planned: map[program]bool{}}
-	shared, err := envInDir(filepath.Join(root, "publish"))
-	if err != nil {
-		return codeEnv{}, err
-	}
+	c := codeEnv{reads: map[program]map[string]string{}}
 	for _, p := range programs() {
-		own, err := envInDir(filepath.Join(root, "cmd", string(p)))
-		switch {
-		case errors.Is(err, fs.ErrNotExist) && p == replay:
-			own, c.planned[p] = plannedReplayEnv(), true
-		case err != nil:
+		dir := filepath.Join(root, "cmd", string(p))
+		reads, err := envInDir(dir)
+		if err != nil {
 			return codeEnv{}, err
-		case len(own) == 0:
-			return codeEnv{}, fmt.Errorf("cmd/%s reads no environment variable that this test can see", p)
 		}
-		// A command's own package (replay/ beside cmd/replay) may hold part of its settings.
-		// (The path may also be a binary built at the root: only a directory counts.)
-		var pkg map[string]string
-		if dir := filepath.Join(root, string(p)); isDir(dir) {
-			if pkg, err = envInDir(dir); err != nil {
+		imports, err := moduleImports(dir)
+		if err != nil {
+			return codeEnv{}, err
+		}
+		for _, imp := range imports {
+			pkg, err := envInDir(filepath.Join(root, filepath.FromSlash(imp)))
+			if err != nil {
 				return codeEnv{}, err
 			}
-		}
-		reads := make(map[string]string, len(own)+len(shared)+len(pkg))
-		for _, m := range []map[string]string{shared, pkg, own} {
-			for k, v := range m {
-				reads[k] = v
+			for k, v := range pkg {
+				if _, own := reads[k]; !own {
+					reads[k] = v
+				}
 			}
+		}
+		if len(reads) == 0 {
+			return codeEnv{}, fmt.Errorf("cmd/%s reads no environment variable that this test can see", p)
 		}
 		c.reads[p] = reads
 	}
 	return c, nil
 }
 
-func isDir(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.IsDir()
+// moduleImports lists the packages of this module that the non-test files of dir import, as
+// paths relative to the repository root.
+func moduleImports(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", dir, err)
+	}
+	var out []string
+	fset := token.NewFileSet()
+	for _, e := range entries {
+		n := e.Name()
+		if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.ImportsOnly)
+		if err != nil {
+			return nil, fmt.Errorf("parse %s: %w", n, err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if rel, ok := strings.CutPrefix(path, modulePath); ok && !slices.Contains(out, rel) {
+				out = append(out, rel)
+			}
+		}
+	}
+	return out, nil
 }
 
 // envInDir parses every non-test Go file of dir and returns the environment variables it names,
@@ -214,7 +219,7 @@ func TestLoadCodeEnv(t *testing.T) {
 	}
 	for _, name := range []string{"AYRSHARE_API_KEY", "NATS_URL", "NATS_STREAM"} {
 		if !code.knows(replay, name) {
-			t.Errorf("replay does not read %s (planned: %t)", name, code.planned[replay])
+			t.Errorf("replay does not read %s", name)
 		}
 	}
 	if code.knows(replay, "BRIDGE_LISTEN") {
@@ -229,9 +234,6 @@ func loadCode(t testing.TB) codeEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code.planned[replay] {
-		t.Log("cmd/replay does not exist yet: checking replay settings against its announced variables")
-	}
 	return code
 }
 
@@ -242,45 +244,41 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// TestLoadCodeEnvReplay checks that the announced replay names stand in only while cmd/replay is
-// missing: once it exists, its code decides.
-func TestLoadCodeEnvReplay(t *testing.T) {
-	tests := map[string]struct {
-		replaySrc   string // "" leaves cmd/replay out
-		wantPlanned bool
-		reads, not  string
-	}{
-		"cmd/replay missing": {"", true, "AYRSHARE_API_KEY", "REPLAY_ONLY"},
-		"cmd/replay present": {"package main\ntype config struct{ K string `env:\"REPLAY_ONLY\"` }\n", false, "REPLAY_ONLY", "AYRSHARE_API_KEY"},
+// TestLoadCodeEnvFollowsImports checks that a command reads what the packages it imports
+// declare, and only those.
+func TestLoadCodeEnvFollowsImports(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{
+		"publish/conn.go":       "package publish\ntype C struct{ U string `env:\"NATS_URL\"` }\n",
+		"internal/logging/l.go": "package logging\ntype C struct{ L string `env:\"LOG_LEVEL\" envDefault:\"info\"` }\n",
+		"replay/r.go":           "package replay\ntype C struct{ K string `env:\"REPLAY_ONLY\"` }\n",
+		"cmd/bridge/cfg.go":     "package main\nimport (\n\t\"github.com/ayrbridge/ayrbridge/publish\"\n\t\"github.com/ayrbridge/ayrbridge/internal/logging\"\n)\ntype config struct{ L string `env:\"BRIDGE_LISTEN\" envDefault:\":8080\"`; N publish.C; G logging.C }\n",
+		"cmd/replay/cfg.go":     "package main\nimport (\n\t\"github.com/ayrbridge/ayrbridge/publish\"\n\t\"github.com/ayrbridge/ayrbridge/replay\"\n)\ntype config struct{ N publish.C; R replay.C }\n",
 	}
-	for name, tt := range tests {
-		t.Run(name, func(t *testing.T) {
-			root := t.TempDir()
-			files := map[string]string{
-				"publish/conn.go":   "package publish\ntype C struct{ U string `env:\"NATS_URL\"` }\n",
-				"cmd/bridge/cfg.go": "package main\ntype config struct{ L string `env:\"BRIDGE_LISTEN\" envDefault:\":8080\"` }\n",
-			}
-			if tt.replaySrc != "" {
-				files["cmd/replay/cfg.go"] = tt.replaySrc
-			}
-			for path, src := range files {
-				full := filepath.Join(root, filepath.FromSlash(path))
-				if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				writeFile(t, full, src)
-			}
-			code, err := loadCodeEnv(root)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if code.planned[replay] != tt.wantPlanned || !code.knows(replay, tt.reads) || code.knows(replay, tt.not) {
-				t.Errorf("replay: planned %t, reads %s %t, reads %s %t", code.planned[replay],
-					tt.reads, code.knows(replay, tt.reads), tt.not, code.knows(replay, tt.not))
-			}
-			if !code.knows(replay, "NATS_URL") || !code.knows(bridge, "NATS_URL") || code.def("BRIDGE_LISTEN") != ":8080" {
-				t.Errorf("shared or bridge names lost: %v", code.reads)
-			}
-		})
+	for path, src := range files {
+		full := filepath.Join(root, filepath.FromSlash(path))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, full, src)
+	}
+	code, err := loadCodeEnv(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		p     program
+		name  string
+		reads bool
+	}{
+		{bridge, "BRIDGE_LISTEN", true}, {bridge, "NATS_URL", true}, {bridge, "LOG_LEVEL", true}, {bridge, "REPLAY_ONLY", false},
+		{replay, "REPLAY_ONLY", true}, {replay, "NATS_URL", true}, {replay, "LOG_LEVEL", false}, {replay, "BRIDGE_LISTEN", false},
+	} {
+		if got := code.knows(tt.p, tt.name); got != tt.reads {
+			t.Errorf("%s reads %s: %v, want %v", tt.p, tt.name, got, tt.reads)
+		}
+	}
+	if code.def("BRIDGE_LISTEN") != ":8080" {
+		t.Errorf("bridge default lost: %v", code.reads)
 	}
 }

@@ -200,7 +200,7 @@ func (p *AsyncPublisher) collect() {
 		err := p.await(pd)
 		if err != nil && p.ctx.Err() == nil && !p.unavailable.Load() {
 			p.log.Debug().Err(err).Str("id", pd.msg.Header.Get(nats.MsgIdHdr)).Msg("async publish failed, retrying")
-			_, err = p.retry.PublishMsg(p.ctx, pd.msg)
+			_, _, err = p.retry.PublishMsg(p.ctx, pd.msg)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrUnavailable) {

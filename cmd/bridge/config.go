@@ -7,6 +7,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/ingest"
 	"github.com/ayrbridge/ayrbridge/internal/envconfig"
+	"github.com/ayrbridge/ayrbridge/internal/logging"
 	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -37,8 +38,7 @@ type config struct {
 	EmbeddedDir        string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
 	EmbeddedSyncAlways bool   `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"false"`
 
-	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
-	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
+	Log logging.Config
 }
 
 // loadConfig parses environ (the process environment when nil) and validates the result.
@@ -81,8 +81,8 @@ func (c config) validate() error {
 	if c.TimestampSkew < 0 {
 		errs = append(errs, fmt.Errorf("AYRSHARE_SIGNATURE_MAX_SKEW=%s: must not be negative", c.TimestampSkew))
 	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		errs = append(errs, fmt.Errorf("LOG_FORMAT=%q: want json or console", c.LogFormat))
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.streamConfig().Validate(); err != nil {
 		errs = append(errs, err)

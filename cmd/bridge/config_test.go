@@ -13,7 +13,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if !cfg.embedded() || cfg.Listen != ":8080" || cfg.MaxBodyBytes != 1<<20 || cfg.Stream != "AYRSHARE" ||
 		cfg.Replicas != 1 || cfg.DedupWindow != 24*time.Hour || cfg.MaxAge != 0 || cfg.EmbeddedListen != "127.0.0.1:4222" ||
-		cfg.EmbeddedDir != "./data" || cfg.PublishTimeout != 5*time.Second || len(cfg.Secrets) != 0 || cfg.LogFormat != "json" {
+		cfg.EmbeddedDir != "./data" || cfg.PublishTimeout != 5*time.Second || len(cfg.Secrets) != 0 || cfg.Log.Format != "json" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 }
@@ -69,7 +69,7 @@ func TestStartupLogRedactsSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	logStartup(cfg, newLogger(cfg, &out))
+	logStartup(cfg, cfg.Log.New(&out, "bridge"))
 	line := out.String()
 	for _, secret := range []string{"whsec-one", "whsec-two", "pass-in-url", "nats-pass", "nats-token"} {
 		if strings.Contains(line, secret) {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -34,7 +33,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bridge:", err)
 		os.Exit(2)
 	}
-	log := newLogger(cfg, os.Stderr)
+	log := cfg.Log.New(os.Stderr, "bridge")
 	go func() {
 		// A second signal during shutdown kills the process, as operators expect.
 		<-ctx.Done()
@@ -45,17 +44,6 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info().Msg("bridge stopped")
-}
-
-func newLogger(cfg config, w io.Writer) zerolog.Logger {
-	if cfg.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	level, err := zerolog.ParseLevel(cfg.LogLevel)
-	if err != nil || level == zerolog.NoLevel {
-		level = zerolog.InfoLevel
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Str("svc", "bridge").Logger()
 }
 
 // addrs is where a started bridge can be reached; tests use it to find ports picked by the OS.

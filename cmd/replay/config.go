@@ -10,8 +10,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/caarlos0/env/v11"
-
+	"github.com/ayrbridge/ayrbridge/internal/envconfig"
 	"github.com/ayrbridge/ayrbridge/internal/logging"
 	"github.com/ayrbridge/ayrbridge/publish"
 )
@@ -56,11 +55,7 @@ var errUsage = errors.New("usage")
 // reference of relative times, and validates the result. -h gives flag.ErrHelp.
 func loadConfig(args []string, environ map[string]string, now time.Time, stderr io.Writer) (config, error) {
 	var cfg config
-	opts := env.Options{}
-	if environ != nil {
-		opts.Environment = environ
-	}
-	if err := env.ParseWithOptions(&cfg, opts); err != nil {
+	if err := envconfig.Load(&cfg, environ); err != nil {
 		return config{}, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg.NATS = cfg.NATS.WithDefaultURL(defaultNATSURL)
