@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -280,4 +281,39 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 			t.Errorf("log contains %q:\n%s", leak, out)
 		}
 	}
+}
+
+func TestConnectionLimit(t *testing.T) {
+	limits := defaultLimits
+	limits.MaxConns = 4
+	srv := startServer(t, &fakePublisher{}, limits, nil)
+	var held []net.Conn
+	for range limits.MaxConns {
+		c, err := net.Dial("tcp", srv.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Each held connection is served: one request on it proves the server took it.
+	for _, c := range held {
+		_, _ = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+		res, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", res, err)
+		}
+		res.Body.Close()
+	}
+	status, body := rawRequest(t, srv.Addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if status != 503 || !strings.Contains(body, `{"error":`) {
+		t.Fatalf("connection over the limit: %d %q, want a JSON 503", status, body)
+	}
+	held[0].Close()
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if status, _ := rawRequest(t, srv.Addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); status != 200 {
+			return fmt.Errorf("status %d after a slot was freed", status)
+		}
+		return nil
+	})
 }

@@ -90,7 +90,7 @@ func startServer(t testing.TB, pub Publisher, limits ServerConfig, ready Readine
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- srv.Serve(LimitListener(ln, limits.MaxConns)) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

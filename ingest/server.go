@@ -79,7 +79,7 @@ func probe(rc *fasthttp.RequestCtx) bool {
 type ServerConfig struct {
 	MaxBodyBytes   int           // larger bodies get 413 before they are read
 	MaxHeaderBytes int           // larger request headers get 431
-	MaxConns       int           // connections served at once; more wait in the accept queue
+	MaxConns       int           // connections served at once; serve through LimitListener to refuse more with a JSON 503
 	ReadTimeout    time.Duration // to read a whole request, headers and body
 	WriteTimeout   time.Duration // to write a response
 	IdleTimeout    time.Duration // a keep-alive connection may wait this long for its next request

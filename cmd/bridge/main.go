@@ -126,7 +126,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(ingest.LimitListener(ln, cfg.MaxConns)) }()
 	log.Info().Str("addr", ln.Addr().String()).Msg("accepting webhooks on /webhook")
 	if started != nil {
 		a := addrs{HTTP: ln.Addr().String()}
