@@ -88,13 +88,16 @@ type ServerConfig struct {
 // Validate reports every limit that is not positive.
 func (c ServerConfig) Validate() error {
 	var errs []error
-	for name, v := range map[string]int64{
-		"max body bytes": int64(c.MaxBodyBytes), "max header bytes": int64(c.MaxHeaderBytes),
-		"max conns": int64(c.MaxConns), "read timeout": int64(c.ReadTimeout),
-		"write timeout": int64(c.WriteTimeout), "idle timeout": int64(c.IdleTimeout),
+	for _, v := range []struct {
+		name  string
+		value int64
+	}{
+		{"max body bytes", int64(c.MaxBodyBytes)}, {"max header bytes", int64(c.MaxHeaderBytes)},
+		{"max conns", int64(c.MaxConns)}, {"read timeout", int64(c.ReadTimeout)},
+		{"write timeout", int64(c.WriteTimeout)}, {"idle timeout", int64(c.IdleTimeout)},
 	} {
-		if v <= 0 {
-			errs = append(errs, fmt.Errorf("ingest: %s must be positive", name))
+		if v.value <= 0 {
+			errs = append(errs, fmt.Errorf("ingest: %s must be positive", v.name))
 		}
 	}
 	return errors.Join(errs...)
