@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -277,42 +278,58 @@ func serveHistory(g gen) (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The whole response is rendered once, before any timing: a real Ayrshare spends none of
+	// this machine's CPU on it, and generating it during the run would.
+	var full bytes.Buffer
+	writeHistory(&full, g, "")
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != replay.HistoryPath || r.Header.Get("Authorization") != "Bearer "+apiKey {
 			http.Error(w, `{"status":"error","message":"API Key not valid"}`, http.StatusUnauthorized)
 			return
 		}
-		only := r.URL.Query().Get("action")
 		w.Header().Set("Content-Type", "application/json")
-		bw := bufio.NewWriterSize(w, 256<<10)
-		buf := make([]byte, 0, 4096)
-		bw.WriteByte('{')
-		first := true
-		for k, action := range actions {
-			if only != "" && only != action {
-				continue
-			}
-			if !first {
-				bw.WriteByte(',')
-			}
-			first = false
-			bw.WriteString(`"` + action + `":[`)
-			for i := k; i < g.n; i += len(actions) {
-				if i != k {
-					bw.WriteByte(',')
-				}
-				buf = g.appendEvent(buf[:0], i)
-				if _, err := bw.Write(buf); err != nil {
-					return // the client went away
-				}
-			}
-			bw.WriteByte(']')
+		if only := r.URL.Query().Get("action"); only != "" {
+			bw := bufio.NewWriterSize(w, 256<<10)
+			writeHistory(bw, g, only)
+			bw.Flush()
+			return
 		}
-		bw.WriteByte('}')
-		bw.Flush()
+		_, _ = w.Write(full.Bytes())
 	})}
 	go srv.Serve(ln)
 	return srv, nil
+}
+
+// writeHistory writes the history response of g, or of one action when only is set.
+func writeHistory(w interface {
+	io.Writer
+	io.ByteWriter
+	io.StringWriter
+}, g gen, only string) {
+	buf := make([]byte, 0, 4096)
+	_ = w.WriteByte('{')
+	first := true
+	for k, action := range actions {
+		if only != "" && only != action {
+			continue
+		}
+		if !first {
+			_ = w.WriteByte(',')
+		}
+		first = false
+		_, _ = w.WriteString(`"` + action + `":[`)
+		for i := k; i < g.n; i += len(actions) {
+			if i != k {
+				_ = w.WriteByte(',')
+			}
+			buf = g.appendEvent(buf[:0], i)
+			if _, err := w.Write(buf); err != nil {
+				return // the client went away
+			}
+		}
+		_ = w.WriteByte(']')
+	}
+	_ = w.WriteByte('}')
 }
 
 // stream is an in-process nats-server with a file-storage stream like the bridge's.
