@@ -1,5 +1,7 @@
 package schema
 
+import "encoding/binary"
+
 // maxDepth is encoding/json's nesting limit, kept so the scanner accepts exactly what
 // json.Valid accepts.
 const maxDepth = 10000
@@ -201,7 +203,7 @@ func (s *scanner) str() (escaped, ok bool) {
 	}
 	for s.i++; s.i < len(s.b); s.i++ {
 		// Most bytes of a string need no attention: skip them eight at a time.
-		for s.i+8 <= len(s.b) && plain8(s.b[s.i:s.i+8]) {
+		for s.i+8 <= len(s.b) && plain8(binary.LittleEndian.Uint64(s.b[s.i:])) {
 			s.i += 8
 		}
 		if s.i >= len(s.b) {
@@ -289,11 +291,9 @@ func (s *scanner) digits() bool {
 	return s.i > start
 }
 
-// plain8 reports whether none of 8 bytes is a quote, a backslash or a control character,
-// testing all eight at once (SWAR) instead of one by one.
-func plain8(b []byte) bool {
-	x := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
-		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+// plain8 reports whether none of the 8 bytes in x is a quote, a backslash or a control
+// character, testing all eight at once (SWAR) instead of one by one.
+func plain8(x uint64) bool {
 	const lo, hi = 0x0101010101010101, 0x8080808080808080
 	// A byte < 0x20, or equal to '"' or '\\', sets its high bit in one of these terms.
 	control := (x - lo*0x20) & ^x
