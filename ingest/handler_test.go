@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ayrbridge/ayrbridge/internal/logtest"
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -260,7 +261,7 @@ func TestHealthAndReadiness(t *testing.T) {
 }
 
 func TestLogsCarryNoSecrets(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	const secret = "s3cr3t-value-for-test"
 	body := []byte(`{"action":"feed","hookId":"x1"}`)
 	good := sign(secret, body)

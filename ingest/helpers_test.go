@@ -186,21 +186,3 @@ func readinessOf(mu *sync.Mutex, err *error) Readiness {
 		return *err
 	})
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

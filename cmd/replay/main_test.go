@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ayrbridge/ayrbridge/internal/logtest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -605,7 +607,7 @@ func TestProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("log lines", func(t *testing.T) {
-		var logs syncBuffer
+		var logs logtest.Buffer
 		stop := showProgress(rep, config{ProgressEvery: time.Millisecond}, zerolog.New(&logs))
 		for !strings.Contains(logs.String(), `"message":"replay progress"`) {
 			time.Sleep(time.Millisecond)
@@ -616,7 +618,7 @@ func TestProgress(t *testing.T) {
 		}
 	})
 	t.Run("bar", func(t *testing.T) {
-		var bar syncBuffer
+		var bar logtest.Buffer
 		stop := showProgress(rep, config{ProgressEvery: time.Hour, progress: &bar}, zerolog.Nop())
 		for bar.String() == "" {
 			time.Sleep(time.Millisecond)
@@ -626,22 +628,4 @@ func TestProgress(t *testing.T) {
 			t.Fatalf("bar output %q", bar.String())
 		}
 	})
-}
-
-// syncBuffer is a bytes.Buffer that a writer goroutine and the test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

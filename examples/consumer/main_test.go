@@ -8,9 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ayrbridge/ayrbridge/internal/logtest"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -183,7 +184,7 @@ func TestRunFollowsUntilCancelled(t *testing.T) {
 	url, js := startStream(t)
 	publishEvents(t, js, fixture(t, "social_link"))
 	ctx, cancel := context.WithCancel(t.Context())
-	out := &syncBuffer{}
+	out := &logtest.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, config{URL: url, Stream: stream, Durable: "follow", Subject: "ayrshare.>"}, out)
@@ -317,22 +318,4 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
