@@ -23,6 +23,7 @@ import (
 	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -102,11 +103,11 @@ func webhookRoundTrip(t *testing.T, natsURL string) {
 	h := msg.Headers()
 	for _, c := range []struct{ name, got, want string }{
 		{"subject", msg.Subject(), "ayrshare.social.link"},
-		{"ce-id", h.Get(schema.HeaderID), "TKLc30192HLGw5UeJ46"},
-		{"ce-type", h.Get(schema.HeaderType), "com.ayrshare.social.link"},
-		{"ce-source", h.Get(schema.HeaderSource), "/ayrshare/profiles/140b8700bd6ade089b242d845e268fb886130c53"},
-		{"ce-dataschema", h.Get(schema.HeaderDataSchema), schema.DataSchema(schema.ActionSocial)},
-		{"ce-traceparent", h.Get(schema.HeaderTraceParent), traceparent},
+		{"ce-id", h.Get(cenats.HeaderID), "TKLc30192HLGw5UeJ46"},
+		{"ce-type", h.Get(cenats.HeaderType), "com.ayrshare.social.link"},
+		{"ce-source", h.Get(cenats.HeaderSource), "/ayrshare/profiles/140b8700bd6ade089b242d845e268fb886130c53"},
+		{"ce-dataschema", h.Get(cenats.HeaderDataSchema), schema.DataSchema(schema.ActionSocial)},
+		{"ce-traceparent", h.Get(cenats.HeaderTraceParent), traceparent},
 		{"Nats-Msg-Id", h.Get(nats.MsgIdHdr), "TKLc30192HLGw5UeJ46"},
 	} {
 		if c.got != c.want {
@@ -116,7 +117,7 @@ func webhookRoundTrip(t *testing.T, natsURL string) {
 	if !bytes.Equal(msg.Data(), body) {
 		t.Errorf("data differs from the webhook body:\n%s\nwant:\n%s", msg.Data(), body)
 	}
-	ev, err := schema.DecodeMsg(ctx, &nats.Msg{Subject: msg.Subject(), Header: h, Data: msg.Data()})
+	ev, err := cenats.DecodeMsg(ctx, &nats.Msg{Subject: msg.Subject(), Header: h, Data: msg.Data()})
 	if err != nil {
 		t.Fatalf("decode as CloudEvent: %v", err)
 	}

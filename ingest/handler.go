@@ -18,21 +18,26 @@ import (
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
-// Publisher stores ev and returns only after JetStream acknowledged it. It must be safe for
-// concurrent use and bound its own wait; an error means the event may not be stored and the
-// sender should retry.
+// Publisher stores ev and returns only after JetStream acknowledged it, or when ctx ends. It
+// must be safe for concurrent use; an error means the event may not be stored and the sender
+// should retry.
 type Publisher interface {
 	Publish(ctx context.Context, ev schema.Event) (seq uint64, duplicate bool, err error)
 }
 
-// Delivery headers Ayrshare may send; they travel on as CloudEvent extensions.
+// Delivery headers Ayrshare may send; they travel on as the deliveryid and deliveryattempt
+// CloudEvent extensions.
 const (
-	HeaderDeliveryID      = "X-Ayrshare-Delivery-Id"
-	HeaderDeliveryAttempt = "X-Ayrshare-Delivery-Attempt"
+	RequestDeliveryID      = "X-Ayrshare-Delivery-Id"
+	RequestDeliveryAttempt = "X-Ayrshare-Delivery-Attempt"
 )
 
 // DefaultMaxBodyBytes is the largest webhook body accepted unless WithMaxBodyBytes says otherwise.
 const DefaultMaxBodyBytes = 1 << 20
+
+// DefaultPublishTimeout bounds one webhook's publish, retries included, unless
+// WithPublishTimeout says otherwise.
+const DefaultPublishTimeout = 5 * time.Second
 
 // DefaultRetryAfter is the Retry-After sent with a 503.
 const DefaultRetryAfter = 5 * time.Second
@@ -45,6 +50,7 @@ type Handler struct {
 	refusals   zerolog.Logger // sampled: a flood of bad requests must not flood the log
 	maxBody    int
 	retryAfter string
+	pubTimeout time.Duration
 	verify     verifier
 	metrics    *Metrics
 	now        func() time.Time
@@ -105,6 +111,18 @@ func WithRetryAfter(d time.Duration) Option {
 	}
 }
 
+// WithPublishTimeout bounds how long one webhook waits for JetStream's acknowledgement,
+// retries included, before it is answered 503 (default 5s).
+func WithPublishTimeout(d time.Duration) Option {
+	return func(h *Handler) error {
+		if d <= 0 {
+			return fmt.Errorf("ingest: publish timeout %s must be positive", d)
+		}
+		h.pubTimeout = d
+		return nil
+	}
+}
+
 // WithMetrics records every request in m.
 func WithMetrics(m *Metrics) Option {
 	return func(h *Handler) error {
@@ -131,6 +149,7 @@ func NewHandler(pub Publisher, opts ...Option) (*Handler, error) {
 		log:        zerolog.Nop(),
 		maxBody:    DefaultMaxBodyBytes,
 		retryAfter: strconv.Itoa(int(DefaultRetryAfter / time.Second)),
+		pubTimeout: DefaultPublishTimeout,
 		now:        time.Now,
 	}
 	h.verify.now = time.Now
@@ -180,8 +199,8 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 	hdr := &rc.Request.Header
 	ev, err := schema.NewEvent(body, schema.Meta{
 		ReceivedAt:      h.now(),
-		DeliveryID:      headerString(hdr, HeaderDeliveryID),
-		DeliveryAttempt: headerString(hdr, HeaderDeliveryAttempt),
+		DeliveryID:      headerString(hdr, RequestDeliveryID),
+		DeliveryAttempt: headerString(hdr, RequestDeliveryAttempt),
 		TraceParent:     traceParent(hdr.Peek("Traceparent")),
 		TraceState:      headerString(hdr, "Tracestate"),
 	})
@@ -190,9 +209,11 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 		return h.refuse(rc, fmt.Errorf("%w: %w", errPayload, err), err.Error()), "", false, 0
 	}
 	// Not rc: fasthttp cancels it when the server shuts down, and a request in flight then
-	// should still finish. The publisher bounds the wait itself.
+	// should still finish within its own deadline.
 	start := time.Now()
-	seq, dup, err := h.pub.Publish(context.Background(), ev)
+	ctx, cancel := context.WithTimeout(context.Background(), h.pubTimeout)
+	seq, dup, err := h.pub.Publish(ctx, ev)
+	cancel()
 	took = time.Since(start)
 	if err != nil {
 		rc.Response.Header.Set("Retry-After", h.retryAfter)

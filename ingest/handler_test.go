@@ -24,7 +24,7 @@ func TestWebhookStored(t *testing.T) {
 	body := fixture(t, "messages_message_created.json")
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	r := postJSON(t, srv.URL+"/webhook", body, map[string]string{
-		HeaderDeliveryID: "del-1", HeaderDeliveryAttempt: "2", "traceparent": tp, "tracestate": "vendor=1",
+		RequestDeliveryID: "del-1", RequestDeliveryAttempt: "2", "traceparent": tp, "tracestate": "vendor=1",
 	})
 	if r.Status != http.StatusOK {
 		t.Fatalf("status %d: %s", r.Status, r.Body)

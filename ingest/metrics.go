@@ -65,8 +65,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
 	}
 	m.byAction = make(map[string]prometheus.Counter)
-	for _, a := range []string{schema.ActionScheduled, schema.ActionSocial, schema.ActionMessages,
-		schema.ActionBatch, schema.ActionFeed, schema.ActionAccountActivity} {
+	for _, a := range schema.Actions() {
 		m.byAction[a] = m.events.WithLabelValues(a)
 	}
 	m.otherActions = m.events.WithLabelValues(otherAction)

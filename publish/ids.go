@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ayrbridge/ayrbridge/schema"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 )
 
 // idBatch is how many header-only messages the reader asks for at once: a few hundred bytes each,
@@ -73,7 +73,7 @@ func StoredIDs(ctx context.Context, js jetstream.JetStream, stream string, since
 		h := msg.Headers()
 		id := h.Get(nats.MsgIdHdr)
 		if id == "" {
-			id = h.Get(schema.HeaderID)
+			id = h.Get(cenats.HeaderID)
 		}
 		if id != "" {
 			fn(id)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish"
-	"github.com/ayrbridge/ayrbridge/schema"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 )
 
 // publishIDs stores one message per id and returns the time the server stored the first one.
@@ -64,7 +64,7 @@ func TestStoredIDs(t *testing.T) {
 	recent := publishIDs(t, js, "new-1", "new-2")
 	// A message with only ce-id still names its event; one with neither is skipped.
 	m := nats.NewMsg("ayrshare.test.none")
-	m.Header.Set(schema.HeaderID, "ce-only")
+	m.Header.Set(cenats.HeaderID, "ce-only")
 	if _, err := js.PublishMsg(t.Context(), m); err != nil {
 		t.Fatal(err)
 	}

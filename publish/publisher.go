@@ -1,18 +1,19 @@
 package publish
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -20,43 +21,88 @@ import (
 // message may or may not be stored, and publishing it again with the same id is safe.
 var ErrUnavailable = errors.New("jetstream unavailable")
 
-// Publisher publishes events to one stream and waits for each acknowledgement. Many
-// goroutines may call Publish at once: their messages are in flight together on one connection.
+// ErrRefused means JetStream cannot store the message however often it is sent: no stream
+// takes its subject, the stream that does is not the publisher's, or it is too large.
+var ErrRefused = errors.New("jetstream refused the message")
+
+// ErrPublisherClosed is returned by PublishAsync after Close.
+var ErrPublisherClosed = errors.New("publisher closed")
+
+// errCodeStreamNotMatch is JetStream's answer to a Nats-Expected-Stream naming another stream
+// than the one the subject goes to (nats-server's JSStreamNotMatchErr; nats.go names no constant).
+const errCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// Publisher stores events in one stream through nats.go's jetstream API, each with its event id
+// as Nats-Msg-Id and the stream as Nats-Expected-Stream, so a message is stored once within the
+// duplicate window and never in another stream. Publish waits for one event's acknowledgement;
+// PublishAsync keeps a bounded window of acknowledgements in flight. Both send an unacknowledged
+// message again, with the same id, and stop at once on errors that cannot heal (ErrRefused).
 type Publisher struct {
-	js             jetstream.JetStream
-	nc             *nats.Conn
-	expectStream   []string // the Nats-Expected-Stream value, shared read-only by every message
-	stream         string
-	timeout        time.Duration
-	attemptTimeout time.Duration
-	backoff        time.Duration
-	log            zerolog.Logger
+	js        jetstream.JetStream
+	stream    string
+	expect    jetstream.PublishOpt // made once: it is the same for every message
+	log       zerolog.Logger
+	timeout   time.Duration
+	attempt   time.Duration
+	window    int
+	ackWait   time.Duration
+	maxStreak int
+
+	// The asynchronous side starts with the first PublishAsync, so a Publisher that only ever
+	// publishes synchronously runs no goroutine and needs no Close.
+	startAsync sync.Once
+	slots      chan struct{}
+	queue      chan pending
+	finished   chan struct{}
+	retries    sync.WaitGroup
+	ctx        context.Context // ends when Close gives up waiting: no more waiting or retrying
+	cancel     context.CancelFunc
+	closed     bool
+	streak     atomic.Int64
+	// unavailable is set after maxStreak failures in a row.
+	unavailable atomic.Bool
+}
+
+type pending struct {
+	msg  *nats.Msg
+	id   string
+	fut  jetstream.PubAckFuture
+	err  error // the publish failed before reaching the server
+	done func(error)
 }
 
 // Option configures a Publisher.
 type Option func(*Publisher) error
 
-// WithTimeout bounds one Publish call, retries included (default 5s).
+// WithTimeout bounds a Publish whose ctx has no deadline, and the retries of one message of
+// PublishAsync (default 5s).
 func WithTimeout(d time.Duration) Option {
-	return func(p *Publisher) error {
-		if d <= 0 {
-			return fmt.Errorf("publish timeout %s: %w", d, jetstream.ErrInvalidOption)
-		}
-		p.timeout = d
-		return nil
-	}
+	return func(p *Publisher) error { p.timeout = d; return positive("publish timeout", d) }
 }
 
-// WithAttemptTimeout bounds one attempt inside Publish (default: half the timeout), so a
-// request lost during a leader change is sent again, with the same id, before the caller gives up.
+// WithAttemptTimeout bounds one attempt (default: half the timeout, or of the caller's time
+// left), so a request lost during a leader change is sent again, with the same id, before the
+// caller gives up.
 func WithAttemptTimeout(d time.Duration) Option {
-	return func(p *Publisher) error {
-		if d <= 0 {
-			return fmt.Errorf("publish attempt timeout %s: %w", d, jetstream.ErrInvalidOption)
-		}
-		p.attemptTimeout = d
-		return nil
-	}
+	return func(p *Publisher) error { p.attempt = d; return positive("publish attempt timeout", d) }
+}
+
+// WithWindow sets how many PublishAsync messages may await acknowledgement at once (default 4096).
+func WithWindow(n int) Option {
+	return func(p *Publisher) error { p.window = n; return positive("publish window", n) }
+}
+
+// WithAckWait sets how long a PublishAsync acknowledgement may take before the message is sent
+// again (default 5s).
+func WithAckWait(d time.Duration) Option {
+	return func(p *Publisher) error { p.ackWait = d; return positive("ack wait", d) }
+}
+
+// WithMaxFailures sets after how many failed PublishAsync messages in a row PublishAsync stops
+// accepting messages and returns ErrUnavailable, and later failures are reported without
+// retrying them (default 64). It keeps a run against a dead server from retrying every message.
+func WithMaxFailures(n int) Option {
+	return func(p *Publisher) error { p.maxStreak = n; return positive("max failures", n) }
 }
 
 // WithLogger sets the logger (default: none).
@@ -64,121 +110,278 @@ func WithLogger(l zerolog.Logger) Option {
 	return func(p *Publisher) error { p.log = l; return nil }
 }
 
-// NewPublisher returns a Publisher for stream on js. It never closes the connection under js.
-func NewPublisher(js jetstream.JetStream, stream string, opts ...Option) (*Publisher, error) {
-	if js == nil {
-		return nil, errors.New("publish: nil JetStream")
+// positive is the check of the options above: the constructor fails on its error.
+func positive[T int | time.Duration](what string, v T) error {
+	if v <= 0 {
+		return fmt.Errorf("%s %v: %w", what, v, jetstream.ErrInvalidOption)
+	}
+	return nil
+}
+
+// NewPublisher returns a Publisher for stream on nc, with its own JetStream context sized to
+// the window. It never closes nc.
+func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, error) {
+	if nc == nil {
+		return nil, errors.New("publish: nil connection")
 	}
 	if stream == "" {
 		return nil, errors.New("publish: empty stream name")
 	}
-	p := &Publisher{js: js, nc: js.Conn(), expectStream: []string{stream}, stream: stream, timeout: 5 * time.Second, backoff: 50 * time.Millisecond, log: zerolog.Nop()}
+	p := &Publisher{
+		stream:    stream,
+		expect:    jetstream.WithExpectStream(stream),
+		log:       zerolog.Nop(),
+		timeout:   5 * time.Second,
+		window:    4096,
+		ackWait:   5 * time.Second,
+		maxStreak: 64,
+	}
 	for _, opt := range opts {
 		if err := opt(p); err != nil {
 			return nil, err
 		}
 	}
-	if p.attemptTimeout == 0 || p.attemptTimeout > p.timeout {
-		p.attemptTimeout = p.timeout / 2
+	// The JetStream context's own limit sits above the window so it never stalls a publish;
+	// its ack timeout makes every future resolve, so none stays pending forever.
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(p.window+1),
+		jetstream.WithPublishAsyncTimeout(p.ackWait))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	p.js = js
 	return p, nil
 }
 
-// Publish stores ev in the stream and returns once JetStream acknowledged it, or with an error
-// wrapping ErrUnavailable (safe to retry: the Nats-Msg-Id makes a stored copy a duplicate).
-// It retries lost or unanswered attempts with the same id within its timeout.
+// Publish stores ev in the stream and returns once JetStream acknowledged it: stored now, or
+// before (duplicate). Lost or unanswered attempts are sent again with the same id until ctx
+// ends (or, without a deadline, the publisher's timeout passes); then the error wraps
+// ErrUnavailable and the event may be stored anyway. An error wrapping ErrRefused means
+// sending it again cannot help. Publish is safe for concurrent use.
 func (p *Publisher) Publish(ctx context.Context, ev schema.Event) (seq uint64, duplicate bool, err error) {
-	return p.PublishMsg(ctx, ev.Msg())
-}
-
-// PublishMsg is Publish for a prepared message, which must carry a Nats-Msg-Id header. It
-// adds the Nats-Expected-Stream header, so a message the subject would route elsewhere is
-// refused rather than stored in the wrong stream.
-func (p *Publisher) PublishMsg(ctx context.Context, msg *nats.Msg) (seq uint64, duplicate bool, err error) {
-	msg.Header[jetstream.ExpectedStreamHeader] = p.expectStream
-	deadline := time.Now().Add(p.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	backoff := p.backoff
-	for attempt := 1; ; attempt++ {
-		wait := min(p.attemptTimeout, time.Until(deadline))
-		var resp *nats.Msg
-		if ctx.Done() == nil {
-			// No cancellation to watch (the bridge's case): a pooled timer, no context.
-			resp, err = p.nc.RequestMsg(msg, wait)
-		} else {
-			actx, cancel := context.WithTimeout(ctx, wait)
-			resp, err = p.nc.RequestMsgWithContext(actx, msg)
-			cancel()
-		}
-		if err == nil {
-			seq, duplicate, err = parseAck(resp.Data)
-			if err == nil {
-				return seq, duplicate, nil
-			}
-		}
-		p.log.Debug().Err(err).Int("attempt", attempt).Str("id", msg.Header.Get(nats.MsgIdHdr)).Msg("publish attempt failed")
-		pause := min(backoff, time.Second)
-		backoff *= 2
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			pause = 0 // the attempt already waited; send again at once, with the same id
-		}
-		if ctx.Err() != nil || time.Until(deadline) <= pause {
-			return 0, false, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, attempt, err)
-		}
-		if pause > 0 {
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
-	}
-}
-
-// parseAck reads JetStream's answer to a publish. The fields are found by hand: the answer's
-// shape is fixed and decoding it with reflection cost more than the rest of the publish.
-func parseAck(data []byte) (seq uint64, duplicate bool, err error) {
-	if bytes.Contains(data, []byte(`"error"`)) {
-		var res struct {
-			Error *jetstream.APIError `json:"error"`
-		}
-		if json.Unmarshal(data, &res) == nil && res.Error != nil {
-			return 0, false, fmt.Errorf("jetstream refused the message: %w", res.Error)
-		}
-		return 0, false, jetstream.ErrInvalidJSAck
-	}
-	digits, ok := ackField(data, "seq")
-	if !ok || !bytes.Contains(data, []byte(`"stream"`)) {
-		return 0, false, jetstream.ErrInvalidJSAck
-	}
-	n := 0
-	for n < len(digits) && digits[n] >= '0' && digits[n] <= '9' {
-		n++
-	}
-	seq, err = strconv.ParseUint(string(digits[:n]), 10, 64)
+	ack, err := p.publish(ctx, cenats.Msg(ev), ev.ID)
 	if err != nil {
-		return 0, false, jetstream.ErrInvalidJSAck
+		return 0, false, err
 	}
-	dup, _ := ackField(data, "duplicate")
-	return seq, bytes.HasPrefix(dup, []byte("true")), nil
+	return ack.Sequence, ack.Duplicate, nil
 }
 
-// ackField returns what follows the top-level member name's colon (and any spaces) in an ack:
-// the server writes some acks by hand ("duplicate": true) and others with encoding/json.
-func ackField(data []byte, name string) ([]byte, bool) {
-	for {
-		i := bytes.Index(data, []byte(`"`+name+`"`))
-		if i < 0 {
-			return nil, false
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) (*jetstream.PubAck, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
+	deadline, _ := ctx.Deadline()
+	attempt := p.attempt
+	if attempt == 0 {
+		attempt = max(time.Until(deadline)/2, time.Millisecond)
+	}
+	msgID := jetstream.WithMsgID(id)
+	tries := 0
+	var last error
+	ack, err := backoff.Retry(ctx, func() (*jetstream.PubAck, error) {
+		tries++
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		ack, err := p.js.PublishMsg(actx, msg, p.expect, msgID)
+		cancel()
+		if err == nil {
+			return ack, nil
 		}
-		data = bytes.TrimLeft(data[i+len(name)+2:], " ")
-		if len(data) > 0 && data[0] == ':' {
-			return bytes.TrimLeft(data[1:], " "), true
+		last = err
+		if p.refused(ctx, msg, err) {
+			return nil, backoff.Permanent(fmt.Errorf("%w: %w", ErrRefused, err))
+		}
+		p.log.Debug().Err(err).Int("attempt", tries).Str("id", id).Msg("publish attempt failed")
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The attempt already waited its share: send again at once, with the same id.
+			return nil, backoff.RetryAfter(0)
+		}
+		return nil, err
+	}, backoff.WithBackOff(retryPolicy()), backoff.WithMaxElapsedTime(time.Until(deadline)))
+	switch {
+	case err == nil:
+		return ack, nil
+	case errors.Is(err, ErrRefused):
+		return nil, err
+	default:
+		return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, tries, last)
+	}
+}
+
+// retryPolicy is how long the publisher pauses between attempts that failed at once (no
+// connection, no leader): short, since each caller's deadline is seconds away.
+func retryPolicy() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     50 * time.Millisecond,
+		RandomizationFactor: 0.5,
+		Multiplier:          2,
+		MaxInterval:         time.Second,
+	}
+}
+
+// refused reports whether err means JetStream will never store msg. "No responders" is also
+// what a stream between two leaders answers, so only the JetStream API, which knows every
+// stream, can tell that none takes the subject.
+func (p *Publisher) refused(ctx context.Context, msg *nats.Msg, err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errCodeStreamNotMatch || apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+	}
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) {
+		return true
+	}
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, lerr := p.js.StreamNameBySubject(lctx, msg.Subject)
+		return errors.Is(lerr, jetstream.ErrStreamNotFound)
+	}
+	return false
+}
+
+// PublishAsync sends ev and returns once it is on its way; it blocks while the window is full.
+// done is called exactly once with the outcome: nil when JetStream acknowledged the message
+// (stored now or before), else an error wrapping ErrUnavailable or ErrRefused. A message that
+// fails is retried on its own goroutine, so it holds up no other; outcomes therefore arrive in
+// no particular order. PublishAsync returns an error, and never calls done, when ctx ends
+// first, after Close (ErrPublisherClosed), or once too many messages in a row failed
+// (ErrUnavailable). PublishAsync, Flush and Close must be called from one goroutine.
+func (p *Publisher) PublishAsync(ctx context.Context, ev schema.Event, done func(error)) error {
+	p.startAsync.Do(p.start)
+	if p.closed {
+		return ErrPublisherClosed
+	}
+	if p.unavailable.Load() {
+		return fmt.Errorf("%w: %d publishes in a row failed", ErrUnavailable, p.maxStreak)
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	msg := cenats.Msg(ev)
+	fut, err := p.js.PublishMsgAsync(msg, p.expect, jetstream.WithMsgID(ev.ID))
+	// Never blocks: the queue holds as many entries as there are slots.
+	p.queue <- pending{msg: msg, id: ev.ID, fut: fut, err: err, done: done}
+	return nil
+}
+
+func (p *Publisher) start() {
+	p.slots = make(chan struct{}, p.window)
+	p.queue = make(chan pending, p.window)
+	p.finished = make(chan struct{})
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	go p.collect()
+}
+
+// Flush waits until every message PublishAsync sent so far has had its callback called, or
+// ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.startAsync.Do(p.start)
+	// Holding every slot means nothing is in flight.
+	taken := 0
+	defer func() {
+		for range taken {
+			<-p.slots
+		}
+	}()
+	for taken < p.window {
+		select {
+		case p.slots <- struct{}{}:
+			taken++
+		case <-ctx.Done():
+			return fmt.Errorf("flush: %w", ctx.Err())
 		}
 	}
+	return nil
+}
+
+// Close waits until every message of PublishAsync has an outcome. When ctx ends first it stops
+// waiting for acknowledgements and retrying, reports the messages still pending as failed
+// (they may be stored anyway), and returns ctx's error. It never closes the connection.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.startAsync.Do(p.start)
+	if !p.closed {
+		p.closed = true
+		close(p.queue)
+	}
+	select {
+	case <-p.finished:
+		p.cancel()
+		return nil
+	case <-ctx.Done():
+		p.cancel()
+		<-p.finished
+		return fmt.Errorf("close publisher: %w", ctx.Err())
+	}
+}
+
+// collect takes the futures in publish order, which is nearly the order acknowledgements from
+// one stream arrive in, and hands each failure to a goroutine of its own to retry.
+func (p *Publisher) collect() {
+	defer close(p.finished)
+	defer p.retries.Wait()
+	for pd := range p.queue {
+		err := p.await(pd)
+		if err == nil || p.ctx.Err() != nil || p.unavailable.Load() {
+			p.finish(pd, err)
+			continue
+		}
+		p.retries.Add(1)
+		go func() {
+			defer p.retries.Done()
+			if p.refused(p.ctx, pd.msg, err) {
+				p.finish(pd, fmt.Errorf("%w: %w", ErrRefused, err))
+				return
+			}
+			p.log.Debug().Err(err).Str("id", pd.id).Msg("async publish failed, retrying")
+			ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
+			_, err := p.publish(ctx, pd.msg, pd.id)
+			cancel()
+			p.finish(pd, err)
+		}()
+	}
+}
+
+func (p *Publisher) await(pd pending) error {
+	if pd.err != nil {
+		return pd.err
+	}
+	okc, errc := pd.fut.Ok(), pd.fut.Err()
+	// An outcome already known wins over a Close that gave up waiting.
+	select {
+	case <-okc:
+		return nil
+	case err := <-errc:
+		return err
+	default:
+	}
+	select {
+	case <-okc:
+		return nil
+	case err := <-errc:
+		return err
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
+}
+
+// finish reports pd's outcome and frees its slot, after done, so that Flush returns only once
+// every callback ran.
+func (p *Publisher) finish(pd pending, err error) {
+	if err != nil {
+		if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrRefused) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		if p.streak.Add(1) >= int64(p.maxStreak) {
+			p.unavailable.Store(true)
+		}
+	} else {
+		p.streak.Store(0)
+	}
+	pd.done(err)
+	<-p.slots
 }
 
 // Ready reports whether events can be published now: the connection is up and the stream

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -26,22 +28,36 @@ func event(t testing.TB, body string) schema.Event {
 	return ev
 }
 
-func newPublisher(t testing.TB, js jetstream.JetStream, opts ...publish.Option) *publish.Publisher {
+// feed is an event on ayrshare.feed.none with the given hookId.
+func feed(t testing.TB, id string) schema.Event {
 	t.Helper()
+	return event(t, `{"action":"feed","hookId":"`+id+`"}`)
+}
+
+// newStream starts a server with the bridge's stream and returns a connection to it.
+func newStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns := natstest.RunServer(t, "")
+	nc, js := natstest.Connect(t, ns)
 	if _, err := publish.EnsureStream(t.Context(), js, streamConfig()); err != nil {
-		t.Fatal(err)
+		t.Fatalf("ensure stream: %v", err)
 	}
-	p, err := publish.NewPublisher(js, "AYRSHARE", opts...)
+	return nc, js
+}
+
+func newPublisher(t testing.TB, nc *nats.Conn, stream string, opts ...publish.Option) *publish.Publisher {
+	t.Helper()
+	p, err := publish.NewPublisher(nc, stream, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
 	return p
 }
 
 func TestPublishStoresOnceWithHeaders(t *testing.T) {
-	ns := natstest.RunServer(t, "")
-	_, js := natstest.Connect(t, ns)
-	p := newPublisher(t, js)
+	nc, js := newStream(t)
+	p := newPublisher(t, nc, "AYRSHARE")
 	ev := event(t, `{"action":"social","type":"link","hookId":"p1","refId":"r"}`)
 
 	seq, dup, err := p.Publish(t.Context(), ev)
@@ -60,25 +76,51 @@ func TestPublishStoresOnceWithHeaders(t *testing.T) {
 	if m.Subject != "ayrshare.social.link" || string(m.Data) != string(ev.Data) {
 		t.Errorf("stored %s %q", m.Subject, m.Data)
 	}
-	for k, v := range ev.Header() {
+	want := cenats.Header(ev)
+	want.Set(jetstream.ExpectedStreamHeader, "AYRSHARE")
+	for k, v := range want {
 		if got := m.Header.Get(k); got != v[0] {
 			t.Errorf("stored header %s = %q, want %q", k, got, v[0])
 		}
 	}
+	if len(m.Header) != len(want) {
+		t.Errorf("stored headers %v, want %v", m.Header, want)
+	}
+}
+
+// TestPublishStreamNamedError: the ack is decoded, not searched, so no stream name can make an
+// acknowledgement look like an error.
+func TestPublishStreamNamedError(t *testing.T) {
+	for _, name := range []string{"error", "duplicate", "seq"} {
+		t.Run(name, func(t *testing.T) {
+			ns := natstest.RunServer(t, "")
+			nc, js := natstest.Connect(t, ns)
+			cfg := streamConfig()
+			cfg.Name = name
+			if _, err := publish.EnsureStream(t.Context(), js, cfg); err != nil {
+				t.Fatal(err)
+			}
+			p := newPublisher(t, nc, name)
+			for i, wantDup := range []bool{false, true} {
+				seq, dup, err := p.Publish(t.Context(), feed(t, "e1"))
+				if err != nil || seq != 1 || dup != wantDup {
+					t.Fatalf("publish %d = %d %v %v, want 1 %v nil", i, seq, dup, err, wantDup)
+				}
+			}
+		})
+	}
 }
 
 func TestPublishConcurrent(t *testing.T) {
-	ns := natstest.RunServer(t, "")
-	_, js := natstest.Connect(t, ns)
-	p := newPublisher(t, js)
+	nc, js := newStream(t)
+	p := newPublisher(t, nc, "AYRSHARE")
 	const n = 500
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
 			// Every id twice, at once: JetStream must keep one of each.
-			ev := event(t, fmt.Sprintf(`{"action":"feed","hookId":"c%d"}`, i/2))
-			if _, _, err := p.Publish(t.Context(), ev); err != nil {
+			if _, _, err := p.Publish(t.Context(), feed(t, fmt.Sprint("c", i/2))); err != nil {
 				errs <- err
 			}
 		})
@@ -93,20 +135,72 @@ func TestPublishConcurrent(t *testing.T) {
 	}
 }
 
-func TestPublishUnavailable(t *testing.T) {
-	ns := natstest.RunServer(t, "")
-	_, js := natstest.Connect(t, ns)
-	// No stream: nothing answers on the subject.
-	p, err := publish.NewPublisher(js, "AYRSHARE", publish.WithTimeout(300*time.Millisecond))
-	if err != nil {
+// TestPublishRefusedAtOnce: errors that no retry can heal end the publish long before its
+// deadline, wrapped in ErrRefused.
+func TestPublishRefusedAtOnce(t *testing.T) {
+	tests := map[string]struct {
+		stream publish.StreamConfig // created before publishing, unless Name is empty
+		ev     func(t testing.TB) schema.Event
+	}{
+		"no stream at all": {ev: func(t testing.TB) schema.Event { return feed(t, "x") }},
+		"no stream for the subject": {
+			stream: publish.StreamConfig{Name: "AYRSHARE", Subjects: []string{"other.>"}, Replicas: 1, DedupWindow: time.Hour},
+			ev:     func(t testing.TB) schema.Event { return feed(t, "x") },
+		},
+		"subject in another stream": {
+			stream: publish.StreamConfig{Name: "OTHER", Subjects: []string{"ayrshare.>"}, Replicas: 1, DedupWindow: time.Hour},
+			ev:     func(t testing.TB) schema.Event { return feed(t, "x") },
+		},
+		"larger than the server takes": {
+			stream: streamConfig(),
+			ev: func(t testing.TB) schema.Event {
+				return event(t, `{"action":"feed","hookId":"big","pad":"`+strings.Repeat("x", 2<<20)+`"}`)
+			},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ns := natstest.RunServer(t, "")
+			nc, js := natstest.Connect(t, ns)
+			if tt.stream.Name != "" {
+				if _, err := publish.EnsureStream(t.Context(), js, tt.stream); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(20*time.Second))
+			start := time.Now()
+			_, _, err := p.Publish(t.Context(), tt.ev(t))
+			if !errors.Is(err, publish.ErrRefused) {
+				t.Fatalf("Publish = %v, want ErrRefused", err)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("refused after %s: it was retried", took)
+			}
+		})
+	}
+}
+
+// TestPublishCallerDeadline: the caller's deadline bounds the retries, not the publisher's
+// default timeout.
+func TestPublishCallerDeadline(t *testing.T) {
+	dir := t.TempDir()
+	ns := natstest.RunServer(t, dir)
+	nc, js := natstest.Connect(t, ns)
+	if _, err := publish.EnsureStream(t.Context(), js, streamConfig()); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = p.Publish(t.Context(), event(t, `{"action":"feed"}`))
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(time.Minute))
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := p.Publish(ctx, feed(t, "late"))
 	if !errors.Is(err, publish.ErrUnavailable) {
-		t.Fatalf("Publish without a stream = %v, want ErrUnavailable", err)
+		t.Fatalf("Publish while down = %v, want ErrUnavailable", err)
 	}
-	if err := p.Ready(t.Context()); !errors.Is(err, publish.ErrUnavailable) {
-		t.Fatalf("Ready without a stream = %v", err)
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Publish returned after %s, the caller allowed 300ms", took)
 	}
 }
 
@@ -120,15 +214,18 @@ func TestPublishSurvivesServerRestart(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	p := newPublisher(t, js, publish.WithTimeout(500*time.Millisecond))
-	if _, _, err := p.Publish(t.Context(), event(t, `{"action":"feed","hookId":"before"}`)); err != nil {
+	if _, err := publish.EnsureStream(t.Context(), js, streamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(500*time.Millisecond))
+	if _, _, err := p.Publish(t.Context(), feed(t, "before")); err != nil {
 		t.Fatal(err)
 	}
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	start := time.Now()
-	_, _, err = p.Publish(t.Context(), event(t, `{"action":"feed","hookId":"during"}`))
+	_, _, err = p.Publish(t.Context(), feed(t, "during"))
 	if !errors.Is(err, publish.ErrUnavailable) {
 		t.Fatalf("Publish while down = %v, want ErrUnavailable", err)
 	}
@@ -144,7 +241,7 @@ func TestPublishSurvivesServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 10*time.Second, func() error { return p.Ready(t.Context()) })
-	seq, _, err := p.Publish(t.Context(), event(t, `{"action":"feed","hookId":"after"}`))
+	seq, _, err := p.Publish(t.Context(), feed(t, "after"))
 	if err != nil || seq != 2 {
 		t.Fatalf("Publish after restart = %d %v, want seq 2", seq, err)
 	}
@@ -165,11 +262,7 @@ func TestTimedOutPublishRetriedStoredOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	p, err := publish.NewPublisher(js, "AYRSHARE", publish.WithTimeout(400*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(400*time.Millisecond))
 	ev := event(t, `{"action":"scheduled","hookId":"ambiguous-1"}`)
 
 	proxy.Hold()
@@ -190,17 +283,184 @@ func TestTimedOutPublishRetriedStoredOnce(t *testing.T) {
 	}
 }
 
-func TestNewPublisherOptions(t *testing.T) {
-	ns := natstest.RunServer(t, "")
-	_, js := natstest.Connect(t, ns)
-	if _, err := publish.NewPublisher(nil, "S"); err == nil {
-		t.Error("nil JetStream accepted")
+// outcomes collects what PublishAsync reports, in the order the callbacks ran.
+type outcomes struct {
+	mu    sync.Mutex
+	ok    int
+	errs  []error
+	order []string
+}
+
+func (o *outcomes) done(id string) func(error) {
+	return func(err error) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		o.order = append(o.order, id)
+		if err != nil {
+			o.errs = append(o.errs, err)
+			return
+		}
+		o.ok++
 	}
-	if _, err := publish.NewPublisher(js, ""); err == nil {
+}
+
+func (o *outcomes) counts() (int, []error, []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.ok, o.errs, o.order
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), name)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	return info.State.Msgs
+}
+
+func TestPublishAsyncStoresEachIDOnce(t *testing.T) {
+	nc, js := newStream(t)
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithWindow(64))
+	var o outcomes
+	const n = 3000
+	for round := range 2 { // the second round repeats every id: JetStream sees duplicates
+		for i := range n {
+			id := fmt.Sprint("id-", i)
+			if err := p.PublishAsync(t.Context(), feed(t, id), o.done(id)); err != nil {
+				t.Fatalf("round %d publish %d: %v", round, i, err)
+			}
+		}
+		if err := p.Flush(t.Context()); err != nil {
+			t.Fatalf("flush: %v", err)
+		}
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	ok, errs, _ := o.counts()
+	if ok != 2*n || len(errs) != 0 {
+		t.Fatalf("outcomes: %d ok, errors %v; want %d ok", ok, errs, 2*n)
+	}
+	if got := streamMsgs(t, js, "AYRSHARE"); got != n {
+		t.Fatalf("stream holds %d messages, want %d", got, n)
+	}
+	if err := p.PublishAsync(t.Context(), feed(t, "late"), o.done("late")); !errors.Is(err, publish.ErrPublisherClosed) {
+		t.Fatalf("publish after close: %v, want ErrPublisherClosed", err)
+	}
+}
+
+// TestPublishAsyncRefusedEndsQuickly is the replay against a stream whose subjects do not cover
+// ayrshare.>: every message is refused within seconds, each outcome is reported, and once
+// enough failed in a row PublishAsync stops taking more.
+func TestPublishAsyncRefusedEndsQuickly(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	nc, js := natstest.Connect(t, ns)
+	if _, err := publish.EnsureStream(t.Context(), js, publish.StreamConfig{
+		Name: "AYRSHARE", Subjects: []string{"other.>"}, Replicas: 1, DedupWindow: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithWindow(256), publish.WithTimeout(time.Minute), publish.WithMaxFailures(64))
+	var o outcomes
+	start := time.Now()
+	sent := 0
+	var stopped error
+	for i := range 200 {
+		id := fmt.Sprint("r", i)
+		if stopped = p.PublishAsync(t.Context(), feed(t, id), o.done(id)); stopped != nil {
+			break
+		}
+		sent++
+	}
+	if err := p.Flush(ctxTimeout(t, 30*time.Second)); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("200 refused messages took %s", took)
+	}
+	ok, errs, _ := o.counts()
+	if ok != 0 || len(errs) != sent {
+		t.Fatalf("outcomes: %d ok, %d errors for %d sent", ok, len(errs), sent)
+	}
+	for _, err := range errs {
+		if !errors.Is(err, publish.ErrRefused) {
+			t.Fatalf("outcome %v does not wrap ErrRefused", err)
+		}
+	}
+	if sent == 200 {
+		if err := p.PublishAsync(t.Context(), feed(t, "more"), o.done("more")); !errors.Is(err, publish.ErrUnavailable) {
+			t.Fatalf("after 200 failures PublishAsync = %v, want ErrUnavailable", err)
+		}
+	} else if !errors.Is(stopped, publish.ErrUnavailable) {
+		t.Fatalf("PublishAsync stopped with %v, want ErrUnavailable", stopped)
+	}
+}
+
+// TestPublishAsyncRetryHoldsUpNoOther: a message the stream keeps refusing for a while (its
+// subject is full) is retried on its own, while the messages after it are stored and reported.
+func TestPublishAsyncRetryHoldsUpNoOther(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	nc, js := natstest.Connect(t, ns)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: "AYRSHARE", Subjects: []string{"ayrshare.>"}, Storage: jetstream.MemoryStorage,
+		MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true, Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(1500*time.Millisecond))
+	var o outcomes
+	publishAsync := func(body, id string) {
+		t.Helper()
+		if err := p.PublishAsync(t.Context(), event(t, body), o.done(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishAsync(`{"action":"feed","hookId":"first"}`, "first")
+	publishAsync(`{"action":"feed","hookId":"blocked"}`, "blocked") // same subject: full
+	for i := range 20 {
+		publishAsync(fmt.Sprintf(`{"action":"feed","type":"t%d","hookId":"other-%d"}`, i, i), fmt.Sprint("other-", i))
+	}
+	if err := p.Flush(ctxTimeout(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ok, errs, order := o.counts()
+	if ok != 21 || len(errs) != 1 || !errors.Is(errs[0], publish.ErrUnavailable) {
+		t.Fatalf("outcomes: %d ok, errors %v; want 21 ok and the blocked one unavailable", ok, errs)
+	}
+	if order[len(order)-1] != "blocked" {
+		t.Fatalf("outcome order %v: the retried message held up the others", order)
+	}
+	if got := streamMsgs(t, js, "AYRSHARE"); got != 21 {
+		t.Fatalf("stream holds %d, want 21", got)
+	}
+}
+
+func TestNewPublisherOptions(t *testing.T) {
+	nc, _ := newStream(t)
+	if _, err := publish.NewPublisher(nil, "S"); err == nil {
+		t.Error("nil connection accepted")
+	}
+	if _, err := publish.NewPublisher(nc, ""); err == nil {
 		t.Error("empty stream accepted")
 	}
-	if _, err := publish.NewPublisher(js, "S", publish.WithTimeout(0)); !errors.Is(err, jetstream.ErrInvalidOption) {
-		t.Errorf("zero timeout: %v", err)
+	tests := map[string]publish.Option{
+		"zero timeout":      publish.WithTimeout(0),
+		"negative attempt":  publish.WithAttemptTimeout(-time.Second),
+		"zero window":       publish.WithWindow(0),
+		"zero ack wait":     publish.WithAckWait(0),
+		"zero max failures": publish.WithMaxFailures(0),
+	}
+	for name, opt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := publish.NewPublisher(nc, "AYRSHARE", opt); !errors.Is(err, jetstream.ErrInvalidOption) {
+				t.Fatalf("err = %v, want ErrInvalidOption", err)
+			}
+		})
 	}
 }
 
@@ -209,29 +469,4 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-func TestParseAck(t *testing.T) {
-	tests := map[string]struct {
-		ack     string
-		seq     uint64
-		dup, ok bool
-	}{
-		"hand-written":       {`{"stream":"AYRSHARE","seq":42}`, 42, false, true},
-		"hand-written dup":   {`{"stream":"AYRSHARE","seq":42,"duplicate": true}`, 42, true, true},
-		"with domain":        {`{"stream":"AYRSHARE","domain":"edge","seq":7}`, 7, false, true},
-		"encoding/json dup":  {`{"stream":"AYRSHARE","seq":9,"duplicate":true}`, 9, true, true},
-		"spaced":             {`{"stream": "AYRSHARE", "seq": 11, "duplicate": false}`, 11, false, true},
-		"stream named seq":   {`{"stream":"seq","seq":3}`, 3, false, true},
-		"api error":          {`{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}`, 0, false, false},
-		"not json":           {`+OK`, 0, false, false},
-		"no sequence":        {`{"stream":"AYRSHARE"}`, 0, false, false},
-		"sequence not digit": {`{"stream":"AYRSHARE","seq":"x"}`, 0, false, false},
-	}
-	for name, tt := range tests {
-		seq, dup, err := publish.ParseAck([]byte(tt.ack))
-		if (err == nil) != tt.ok || seq != tt.seq || dup != tt.dup {
-			t.Errorf("%s: ParseAck(%s) = %d %v %v", name, tt.ack, seq, dup, err)
-		}
-	}
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/ayrbridge/ayrbridge/schema"
@@ -22,11 +21,11 @@ var ErrInvalidJob = errors.New("invalid replay job")
 // returns how many messages it read; publish.StoredIDs with its stream bound satisfies it.
 type StoredIDs func(ctx context.Context, since time.Time, fn func(id string)) (int, error)
 
-// Sink publishes replayed messages; *publish.AsyncPublisher satisfies it.
+// Sink publishes replayed events; *publish.Publisher satisfies it.
 type Sink interface {
-	// Publish sends msg and calls done exactly once with its outcome, unless it returns an
-	// error. It may block while too many messages await acknowledgement.
-	Publish(ctx context.Context, msg *nats.Msg, done func(error)) error
+	// PublishAsync sends ev and calls done exactly once with its outcome, unless it returns
+	// an error. It may block while too many events await acknowledgement.
+	PublishAsync(ctx context.Context, ev schema.Event, done func(error)) error
 	// Flush waits until every message published so far has its outcome.
 	Flush(ctx context.Context) error
 }
@@ -380,7 +379,7 @@ func (r *Replayer) replay(ctx context.Context, job Job, p Profile, action string
 			continue
 		}
 		c, id := cur, ev.ID
-		err = r.sink.Publish(ctx, ev.Msg(), func(err error) {
+		err = r.sink.PublishAsync(ctx, ev, func(err error) {
 			if err != nil {
 				r.count(c, cPubFailed)
 				r.log.Debug().Err(err).Str("id", id).Msg("replayed event not stored")

@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -52,13 +51,13 @@ func historyJSON(groups ...group) []byte {
 // memSink stores what is published; fail decides a message's outcome.
 type memSink struct {
 	mu     sync.Mutex
-	msgs   []*nats.Msg
-	fail   func(*nats.Msg) error
+	msgs   []schema.Event
+	fail   func(schema.Event) error
 	refuse error // returned by Publish once set
 	hold   bool  // never report outcomes
 }
 
-func (s *memSink) Publish(_ context.Context, msg *nats.Msg, done func(error)) error {
+func (s *memSink) PublishAsync(_ context.Context, msg schema.Event, done func(error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refuse != nil {
@@ -89,7 +88,7 @@ func (s *memSink) ids() []string {
 	defer s.mu.Unlock()
 	var ids []string
 	for _, m := range s.msgs {
-		ids = append(ids, m.Header.Get(nats.MsgIdHdr))
+		ids = append(ids, m.ID)
 	}
 	return ids
 }
@@ -234,18 +233,16 @@ func TestRunMessageIsTheBridgeMessage(t *testing.T) {
 		t.Fatalf("%d messages, want %d", len(sink.msgs), len(items))
 	}
 	for i, body := range items {
-		ev, err := schema.NewEvent(body, schema.Meta{})
+		want, err := schema.NewEvent(body, schema.Meta{Replayed: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := ev.Msg()
-		want.Header.Set(schema.HeaderReplayed, "true")
 		got := sink.msgs[i]
 		if got.Subject != want.Subject || !bytes.Equal(got.Data, body) {
 			t.Errorf("message %d: subject %q data %s\nwant %q %s", i, got.Subject, got.Data, want.Subject, body)
 		}
-		if fmt.Sprint(got.Header) != fmt.Sprint(want.Header) {
-			t.Errorf("message %d headers\n got %v\nwant %v", i, got.Header, want.Header)
+		if g, w := cenats.Header(got), cenats.Header(want); fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("message %d headers\n got %v\nwant %v", i, g, w)
 		}
 	}
 }
@@ -290,8 +287,8 @@ func TestRunPublishFailures(t *testing.T) {
 	var asked time.Time
 
 	t.Run("failed events are counted", func(t *testing.T) {
-		sink := &memSink{fail: func(m *nats.Msg) error {
-			if m.Header.Get(nats.MsgIdHdr) == "bad" {
+		sink := &memSink{fail: func(m schema.Event) error {
+			if m.ID == "bad" {
 				return errors.New("no ack")
 			}
 			return nil

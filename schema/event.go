@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/nats-io/nats.go"
 )
 
 // SubjectPrefix is the first token of every subject the bridge publishes on.
@@ -29,23 +27,22 @@ const ContentType = "application/json"
 // NoQualifier is the last subject token of a webhook with neither subAction nor type.
 const NoQualifier = "none"
 
-// Header names of the CloudEvents NATS binding (binary mode) and of our extensions.
+// Names of the CloudEvents extension attributes an event may carry besides the required
+// attributes; the transport binding decides how each is written (publish/cenats prefixes ce-).
 const (
-	HeaderSpecVersion     = "ce-specversion"
-	HeaderID              = "ce-id"
-	HeaderSource          = "ce-source"
-	HeaderType            = "ce-type"
-	HeaderTime            = "ce-time"
-	HeaderDataSchema      = "ce-dataschema"
-	HeaderContentType     = "content-type"
-	HeaderRefID           = "ce-refid"
-	HeaderPlatform        = "ce-platform"
-	HeaderDeliveryID      = "ce-deliveryid"
-	HeaderDeliveryAttempt = "ce-deliveryattempt"
-	HeaderReplayed        = "ce-replayed"
-	HeaderTraceParent     = "ce-traceparent"
-	HeaderTraceState      = "ce-tracestate"
+	ExtRefID           = "refid"
+	ExtPlatform        = "platform"
+	ExtDeliveryID      = "deliveryid"
+	ExtDeliveryAttempt = "deliveryattempt"
+	ExtReplayed        = "replayed"
+	ExtTraceParent     = "traceparent"
+	ExtTraceState      = "tracestate"
 )
+
+// Extension is one CloudEvents extension attribute; an empty Value means the event lacks it.
+type Extension struct {
+	Name, Value string
+}
 
 // volatile reports the members that change between deliveries of one event, which the
 // derived id leaves out.
@@ -221,39 +218,20 @@ func appendCompact(dst, raw []byte) []byte {
 	return dst
 }
 
-// Header returns the CloudEvents binary-mode headers plus Nats-Msg-Id, so JetStream stores a
-// redelivered event once.
-func (e Event) Header() nats.Header {
-	h := make(nats.Header, 16)
-	// One array backs every value slice: a header costs two allocations, not one per entry.
-	vals := make([]string, 0, 16)
-	set := func(k, v string) {
-		if v != "" {
-			vals = append(vals, v)
-			h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
-		}
-	}
-	set(HeaderSpecVersion, "1.0")
-	set(HeaderID, e.ID)
-	set(HeaderSource, e.Source)
-	set(HeaderType, e.Type)
-	set(HeaderTime, e.Time.Format(time.RFC3339Nano))
-	set(HeaderContentType, ContentType)
-	set(nats.MsgIdHdr, e.ID)
-	set(HeaderDataSchema, DataSchema(e.Env.Action))
-	set(HeaderRefID, e.Env.RefID)
-	set(HeaderPlatform, e.Env.Platform)
-	set(HeaderDeliveryID, e.Meta.DeliveryID)
-	set(HeaderDeliveryAttempt, e.Meta.DeliveryAttempt)
-	set(HeaderTraceParent, e.Meta.TraceParent)
-	set(HeaderTraceState, e.Meta.TraceState)
+// Extensions returns the extension attributes of e in a fixed order, the absent ones with an
+// empty Value. An array, so building a message's headers does not allocate for it.
+func (e Event) Extensions() [7]Extension {
+	replayed := ""
 	if e.Meta.Replayed {
-		set(HeaderReplayed, "true")
+		replayed = "true"
 	}
-	return h
-}
-
-// Msg returns the JetStream message for e: subject, headers and the body as data.
-func (e Event) Msg() *nats.Msg {
-	return &nats.Msg{Subject: e.Subject, Header: e.Header(), Data: e.Data}
+	return [...]Extension{
+		{ExtRefID, e.Env.RefID},
+		{ExtPlatform, e.Env.Platform},
+		{ExtDeliveryID, e.Meta.DeliveryID},
+		{ExtDeliveryAttempt, e.Meta.DeliveryAttempt},
+		{ExtTraceParent, e.Meta.TraceParent},
+		{ExtTraceState, e.Meta.TraceState},
+		{ExtReplayed, replayed},
+	}
 }

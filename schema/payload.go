@@ -132,20 +132,13 @@ func Payload(data []byte) (any, error) {
 		return nil, err
 	}
 	var v any
-	switch env.Action {
-	case ActionScheduled:
-		v = new(Scheduled)
-	case ActionSocial:
-		v = new(Social)
-	case ActionMessages:
-		v = new(Message)
-	case ActionBatch:
-		v = new(Batch)
-	case ActionFeed:
-		v = new(Feed)
-	case ActionAccountActivity:
-		v = new(AccountActivity)
-	default:
+	for _, a := range documented() {
+		if a.name == env.Action {
+			v = a.payload()
+			break
+		}
+	}
+	if v == nil {
 		u := &Unknown{Raw: json.RawMessage(data)}
 		if err := json.Unmarshal(data, &u.Common); err != nil {
 			return nil, fmt.Errorf("decode %s payload: %w", env.Action, err)

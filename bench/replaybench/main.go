@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -372,19 +373,19 @@ func startStream(ctx context.Context, dir string) (*stream, error) {
 
 // preload stores every even-indexed event as the bridge would have on delivery.
 func (st *stream) preload(ctx context.Context, g gen) error {
-	pub, err := publish.NewAsyncPublisher(st.nc, "AYRSHARE", publish.WithWindow(8192))
+	pub, err := publish.NewPublisher(st.nc, "AYRSHARE", publish.WithWindow(8192))
 	if err != nil {
 		return err
 	}
-	var failed error
+	var failed atomic.Pointer[error] // retried messages report from their own goroutines
 	for i := 0; i < g.n; i += 2 {
 		ev, err := schema.NewEvent(g.appendEvent(nil, i), schema.Meta{})
 		if err != nil {
 			return fmt.Errorf("event %d: %w", i, err)
 		}
-		err = pub.Publish(ctx, ev.Msg(), func(err error) {
-			if err != nil && failed == nil {
-				failed = err // the callbacks run one at a time
+		err = pub.PublishAsync(ctx, ev, func(err error) {
+			if err != nil {
+				failed.CompareAndSwap(nil, &err)
 			}
 		})
 		if err != nil {
@@ -394,8 +395,8 @@ func (st *stream) preload(ctx context.Context, g gen) error {
 	if err := pub.Close(ctx); err != nil {
 		return err
 	}
-	if failed != nil {
-		return fmt.Errorf("preload: %w", failed)
+	if err := failed.Load(); err != nil {
+		return fmt.Errorf("preload: %w", *err)
 	}
 	return nil
 }

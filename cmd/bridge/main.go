@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,7 +95,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	fatal := make(chan error, 1)
 	go ensureStream(ctx, js, nc, cfg, log, fatal)
 
-	pub, err := publish.NewPublisher(js, cfg.Stream, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
+	pub, err := publish.NewPublisher(nc, cfg.Stream, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -111,6 +112,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 		ingest.WithSecrets(cfg.Secrets...),
 		ingest.WithTimestampSkew(cfg.TimestampSkew),
 		ingest.WithRetryAfter(cfg.RetryAfter),
+		ingest.WithPublishTimeout(cfg.PublishTimeout),
 		ingest.WithMetrics(metrics),
 	)
 	if err != nil {
@@ -158,37 +160,40 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 // ensureStream sets up the stream once NATS answers, retrying connection problems and
 // reporting a stream that cannot serve on fatal.
 func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg config, log zerolog.Logger, fatal chan<- error) {
-	backoff := 100 * time.Millisecond
-	for {
+	policy := &backoff.ExponentialBackOff{
+		InitialInterval:     100 * time.Millisecond,
+		RandomizationFactor: 0.2,
+		Multiplier:          2,
+		MaxInterval:         5 * time.Second,
+	}
+	s, err := backoff.Retry(ctx, func() (jetstream.Stream, error) {
 		if err := publish.WaitConnected(ctx, nc); err != nil {
-			return
+			return nil, backoff.Permanent(err)
 		}
 		if max := nc.MaxPayload(); max < int64(maxPayload(cfg.MaxBodyBytes)) {
 			log.Warn().Int64("server_max_payload", max).Int("max_body_bytes", cfg.MaxBodyBytes).
 				Msg("nats max_payload is below BRIDGE_MAX_BODY_BYTES plus headers: the largest webhooks will be refused by the server")
 		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
 		s, err := publish.EnsureStream(actx, js, cfg.streamConfig())
-		cancel()
-		if err == nil {
-			info := s.CachedInfo()
-			log.Info().Str("stream", info.Config.Name).Strs("subjects", info.Config.Subjects).
-				Int("replicas", info.Config.Replicas).Stringer("dedup_window", info.Config.Duplicates).
-				Uint64("messages", info.State.Msgs).Msg("stream ready")
-			return
-		}
 		if errors.Is(err, publish.ErrStreamIncompatible) {
-			fatal <- err
-			return
+			return nil, backoff.Permanent(err)
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("stream setup failed, retrying")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
+		return s, err
+	}, backoff.WithBackOff(policy), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, wait time.Duration) {
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("stream setup failed, retrying")
+	}))
+	switch {
+	case err == nil:
+		info := s.CachedInfo()
+		log.Info().Str("stream", info.Config.Name).Strs("subjects", info.Config.Subjects).
+			Int("replicas", info.Config.Replicas).Stringer("dedup_window", info.Config.Duplicates).
+			Uint64("messages", info.State.Msgs).Msg("stream ready")
+	case errors.Is(err, publish.ErrStreamIncompatible):
+		fatal <- err
 	}
+	// Otherwise ctx ended: the bridge is shutting down.
 }
 
 // drain lets every publish in flight finish and closes the connection.

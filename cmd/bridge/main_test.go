@@ -24,6 +24,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -186,7 +187,7 @@ func TestEndToEndEmbedded(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want %d (from %d fixtures)", len(msgs), len(ids), len(fx))
 	}
 	for _, m := range msgs {
-		ce, err := schema.DecodeMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
+		ce, err := cenats.DecodeMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -340,7 +341,7 @@ func TestGracefulShutdown(t *testing.T) {
 	_, js := natstest.Connect(t, ns)
 	stored := map[string]int{}
 	for _, m := range natstest.Messages(t, js, "AYRSHARE") {
-		stored[m.Header.Get(schema.HeaderID)]++
+		stored[m.Header.Get(cenats.HeaderID)]++
 	}
 	for id := range acked {
 		if stored[id] != 1 {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
-	"github.com/ayrbridge/ayrbridge/schema"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 )
 
 // buildBridge compiles this command into a temporary directory.
@@ -206,7 +206,7 @@ func requireStoredOnce(t *testing.T, natsURL string, acked map[string]bool) {
 	t.Helper()
 	stored := map[string]int{}
 	for _, m := range natstest.Messages(t, streamJS(t, natsURL), "AYRSHARE") {
-		stored[m.Header.Get(schema.HeaderID)]++
+		stored[m.Header.Get(cenats.HeaderID)]++
 	}
 	lost, dups := 0, 0
 	for id := range acked {
@@ -296,7 +296,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	again := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir})
 	stored := map[string]int{}
 	for _, m := range natstest.Messages(t, streamJS(t, again.NATS), "AYRSHARE") {
-		stored[m.Header.Get(schema.HeaderID)]++
+		stored[m.Header.Get(cenats.HeaderID)]++
 	}
 	for id := range l.failed {
 		if stored[id] != 0 {

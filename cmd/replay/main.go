@@ -137,7 +137,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 
 	var sink replay.Sink
 	if !cfg.DryRun {
-		pub, err := publish.NewAsyncPublisher(nc, cfg.Stream, publish.WithWindow(cfg.PublishWindow), publish.WithAsyncLogger(log))
+		pub, err := publish.NewPublisher(nc, cfg.Stream, publish.WithWindow(cfg.PublishWindow), publish.WithLogger(log))
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish"
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/replay"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -181,7 +182,7 @@ func (w *world) bridge(t *testing.T, evs ...event) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.js.PublishMsg(t.Context(), ev.Msg()); err != nil {
+		if _, err := w.js.PublishMsg(t.Context(), cenats.Msg(ev)); err != nil {
 			t.Fatalf("bridge publish %s: %v", e.id, err)
 		}
 	}
@@ -237,14 +238,11 @@ func (w *world) requireReplayed(t *testing.T, evs []event, replayed map[string]b
 		if !ok {
 			t.Fatalf("event %s missing from the stream", e.id)
 		}
-		ev, err := schema.NewEvent(e.body, schema.Meta{})
+		ev, err := schema.NewEvent(e.body, schema.Meta{Replayed: replayed[e.id]})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := ev.Msg()
-		if replayed[e.id] {
-			want.Header.Set(schema.HeaderReplayed, "true")
-		}
+		want := cenats.Msg(ev)
 		if m.Subject != want.Subject || !bytes.Equal(m.Data, e.body) {
 			t.Fatalf("event %s stored as %s %s\nwant %s %s", e.id, m.Subject, m.Data, want.Subject, e.body)
 		}
@@ -333,7 +331,7 @@ func TestDedupWindowExpired(t *testing.T) {
 
 	// Proof that the window has passed: JetStream now takes the same id as a new message.
 	ev, _ := schema.NewEvent(missing[0].body, schema.Meta{Replayed: true})
-	ack, err := w.js.PublishMsg(t.Context(), ev.Msg())
+	ack, err := w.js.PublishMsg(t.Context(), cenats.Msg(ev))
 	if err != nil || ack.Duplicate {
 		t.Fatalf("publish after the window: ack %+v err %v, want a new message", ack, err)
 	}

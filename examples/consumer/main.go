@@ -1,5 +1,5 @@
 // Command consumer is an example subscriber of the ayrbridge stream. It creates (or binds to) a
-// durable JetStream pull consumer, decodes each message into a CloudEvent with schema.DecodeMsg
+// durable JetStream pull consumer, decodes each message into a CloudEvent with cenats.DecodeMsg
 // and its data into the typed Ayrshare payload with schema.Payload, prints one line per event and
 // acknowledges it, so a restart goes on where the last run stopped.
 //
@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -261,7 +262,7 @@ func handle(ctx context.Context, msg jetstream.Msg, out io.Writer) error {
 	if meta, err := msg.Metadata(); err == nil {
 		seq = meta.Sequence.Stream
 	}
-	ev, err := schema.DecodeMsg(ctx, &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
+	ev, err := cenats.DecodeMsg(ctx, &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil {
 		fmt.Fprintf(out, "seq=%d subject=%s skipped: %v\n", seq, msg.Subject(), err)
 		return term(msg)

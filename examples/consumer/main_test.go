@@ -50,10 +50,10 @@ func startStream(t *testing.T) (string, jetstream.JetStream) {
 }
 
 // publishEvents stores webhook bodies the way the bridge does: schema.NewEvent, then
-// publish.Publisher, which sends ev.Msg() and waits for the ack.
+// publish.Publisher, which sends cenats.Msg(ev) and waits for the ack.
 func publishEvents(t *testing.T, js jetstream.JetStream, bodies ...[]byte) {
 	t.Helper()
-	pub, err := publish.NewPublisher(js, stream)
+	pub, err := publish.NewPublisher(js.Conn(), stream)
 	if err != nil {
 		t.Fatal(err)
 	}

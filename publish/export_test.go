@@ -1,4 +1,0 @@
-package publish
-
-// ParseAck exposes parseAck to the external tests.
-var ParseAck = parseAck
