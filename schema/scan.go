@@ -1,9 +1,6 @@
 package schema
 
-import (
-	"encoding/binary"
-	"errors"
-)
+import "errors"
 
 // maxDepth is encoding/json's nesting limit, kept so the scanner accepts exactly what
 // json.Valid accepts.
@@ -229,13 +226,6 @@ func (s *scanner) str() (escaped, ok bool) {
 		return false, false
 	}
 	for s.i++; s.i < len(s.b); s.i++ {
-		// Most bytes of a string need no attention: skip them eight at a time.
-		for s.i+8 <= len(s.b) && plain8(binary.LittleEndian.Uint64(s.b[s.i:])) {
-			s.i += 8
-		}
-		if s.i >= len(s.b) {
-			break
-		}
 		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
@@ -319,17 +309,4 @@ func (s *scanner) digits() bool {
 		s.i++
 	}
 	return s.i > start
-}
-
-// plain8 reports whether none of the 8 bytes in x is a quote, a backslash or a control
-// character, testing all eight at once (SWAR) instead of one by one.
-func plain8(x uint64) bool {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	// A byte < 0x20, or equal to '"' or '\\', sets its high bit in one of these terms.
-	control := (x - lo*0x20) & ^x
-	quote := x ^ (lo * '"')
-	quote = (quote - lo) & ^quote
-	slash := x ^ (lo * '\\')
-	slash = (slash - lo) & ^slash
-	return (control|quote|slash)&hi == 0
 }
