@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/rs/zerolog"
 )
 
@@ -72,7 +72,6 @@ type Client struct {
 	backoff    time.Duration
 	maxBackoff time.Duration
 	log        zerolog.Logger
-	sleep      func(ctx context.Context, d time.Duration) error
 }
 
 // ClientOption configures a Client.
@@ -135,7 +134,6 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) (*Client, error) {
 		backoff:    time.Second,
 		maxBackoff: time.Minute,
 		log:        zerolog.Nop(),
-		sleep:      sleepCtx,
 	}
 	for _, opt := range opts {
 		if err := opt(c); err != nil {
@@ -152,32 +150,86 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) (*Client, error) {
 // retries with ErrRetriesExhausted. 401 and 403 stop at once with ErrUnauthorized, any other
 // 4xx with ErrRejected. Errors name the profile by its label.
 func (c *Client) History(ctx context.Context, p Profile, action string) (io.ReadCloser, error) {
-	for attempt := 0; ; attempt++ {
+	tries := 0
+	var last error // the last attempt's failure: a RetryAfter error does not carry it
+	op := func() (io.ReadCloser, error) {
+		tries++
 		body, res, err := c.attempt(ctx, p, action)
-		if err == nil {
-			return body, nil
+		if err != nil {
+			last = err
+			return nil, c.retryable(p, res, err)
 		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("history of %s: %w", p.Label, ctx.Err())
-		}
-		if res != nil {
-			switch code := res.StatusCode; {
-			case code == http.StatusUnauthorized || code == http.StatusForbidden:
-				return nil, fmt.Errorf("%w: history of %s: %w", ErrUnauthorized, p.Label, err)
-			case code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout:
-				return nil, fmt.Errorf("%w: history of %s: %w", ErrRejected, p.Label, err)
-			}
-		}
-		if attempt >= c.retries {
-			return nil, fmt.Errorf("%w: history of %s: %d attempts, last: %w", ErrRetriesExhausted, p.Label, attempt+1, err)
-		}
-		wait := c.delay(attempt, res)
-		c.log.Warn().Err(err).Str("profile", p.Label).Str("action", action).Int("attempt", attempt+1).
-			Dur("retry_in", wait).Msg("history request failed, retrying")
-		if err := c.sleep(ctx, wait); err != nil {
-			return nil, fmt.Errorf("history of %s: %w", p.Label, err)
-		}
+		return body, nil
 	}
+	body, err := backoff.Retry(ctx, op,
+		backoff.WithBackOff(c.newBackOff()),
+		backoff.WithMaxTries(uint(c.retries)+1),
+		// The number of tries bounds the run; the library's default 15-minute budget would
+		// instead give up before a Retry-After of minutes that the server asked for.
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(_ error, wait time.Duration) {
+			c.log.Warn().Err(last).Str("profile", p.Label).Str("action", action).Int("attempt", tries).
+				Dur("retry_in", wait).Msg("history request failed, retrying")
+		}),
+	)
+	if err == nil {
+		return body, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("history of %s: %w", p.Label, ctx.Err())
+	}
+	// On the last try Retry returns a permanent error still wrapped.
+	var permanent *backoff.PermanentError
+	if errors.As(err, &permanent) {
+		err = permanent.Err
+	}
+	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrRejected) {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: history of %s: %d attempts, last: %w", ErrRetriesExhausted, p.Label, tries, last)
+}
+
+// newBackOff returns the schedule of one History call (an ExponentialBackOff keeps state, so
+// calls cannot share one): the delays double from the initial one up to the cap, each drawn
+// between half and all of its value. ExponentialBackOff draws within ±RandomizationFactor of
+// its interval, so the interval is 3/4 of the delay and the factor 1/3.
+func (c *Client) newBackOff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval:     c.backoff * 3 / 4,
+		RandomizationFactor: 1.0 / 3,
+		Multiplier:          2,
+		MaxInterval:         c.maxBackoff * 3 / 4,
+	}
+}
+
+// retryable returns the error that tells Retry what to do after a failed attempt: stop for
+// what cannot heal, wait what the server asked for, else back off. res is the failed response,
+// nil when there was none.
+func (c *Client) retryable(p Profile, res *http.Response, err error) error {
+	if res == nil {
+		return err
+	}
+	switch code := res.StatusCode; {
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return backoff.Permanent(fmt.Errorf("%w: history of %s: %w", ErrUnauthorized, p.Label, err))
+	case code >= 400 && code < 500 && code != http.StatusTooManyRequests && code != http.StatusRequestTimeout:
+		return backoff.Permanent(fmt.Errorf("%w: history of %s: %w", ErrRejected, p.Label, err))
+	}
+	if d, ok := serverDelay(res.Header, time.Now()); ok {
+		return retryAfter(d)
+	}
+	if res.StatusCode == http.StatusTooManyRequests && limitSpent(res.Header) {
+		// Short retries would only spend more of the profile's 429 budget.
+		return retryAfter(c.maxBackoff)
+	}
+	return err
+}
+
+// retryAfter makes Retry wait d instead of its next backoff. It builds what backoff.RetryAfter
+// does, without rounding d to whole seconds: an HTTP-date wait or a backoff cap below a second
+// must not turn into no wait.
+func retryAfter(d time.Duration) error {
+	return &backoff.RetryAfterError{Duration: d}
 }
 
 // errStalled ends an attempt whose server stopped answering.
@@ -221,25 +273,6 @@ func (c *Client) attempt(ctx context.Context, p Profile, action string) (io.Read
 	res.Body.Close()
 	cancel(nil)
 	return nil, res, fmt.Errorf("HTTP %d %s: %s", res.StatusCode, http.StatusText(res.StatusCode), msg)
-}
-
-// delay is the wait before retry number attempt+1: what the server asked for when it said,
-// the backoff cap when its rate limit is spent (short retries would only spend more of the
-// profile's 429 budget), else the jittered exponential backoff.
-func (c *Client) delay(attempt int, res *http.Response) time.Duration {
-	if res != nil {
-		if d, ok := serverDelay(res.Header, time.Now()); ok {
-			return d
-		}
-		if res.StatusCode == http.StatusTooManyRequests && limitSpent(res.Header) {
-			return c.maxBackoff
-		}
-	}
-	d := c.backoff << min(attempt, 30)
-	if d <= 0 || d > c.maxBackoff {
-		d = c.maxBackoff
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // serverDelay reads Retry-After (seconds or an HTTP date), else x-ratelimit-reset (seconds to
@@ -337,15 +370,4 @@ func invalid(ok bool, format string, args ...any) error {
 		return nil
 	}
 	return fmt.Errorf("replay: "+format, args...)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

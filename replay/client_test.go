@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -9,7 +10,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ayrbridge/ayrbridge/internal/logtest"
 )
 
 // reply is one scripted answer of the fake history endpoint.
@@ -58,20 +64,37 @@ func (s *script) count() int {
 	return len(s.requests)
 }
 
-// testClient returns a client of srv whose waits are recorded instead of slept.
-func testClient(t *testing.T, srv *httptest.Server, opts ...ClientOption) (*Client, *[]time.Duration) {
+// testClient returns a client of srv and what it logged it would wait before each retry.
+// Connections are not kept alive, so that inside a synctest bubble no goroutine stays
+// blocked on the network and the fake clock can run.
+func testClient(t *testing.T, srv *httptest.Server, opts ...ClientOption) (*Client, func() []time.Duration) {
 	t.Helper()
-	opts = append([]ClientOption{WithBackoff(100*time.Millisecond, 10*time.Second), WithRetries(4)}, opts...)
+	var logs logtest.Buffer
+	opts = append([]ClientOption{
+		WithBackoff(100*time.Millisecond, 10*time.Second), WithRetries(4),
+		WithHTTPClient(&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}),
+		WithClientLogger(zerolog.New(&logs)),
+	}, opts...)
 	c, err := NewClient(srv.URL, "api-key-secret", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var waits []time.Duration
-	c.sleep = func(ctx context.Context, d time.Duration) error {
-		waits = append(waits, d)
-		return ctx.Err()
+	waits := func() []time.Duration {
+		var out []time.Duration
+		for line := range strings.Lines(logs.String()) {
+			var entry struct {
+				RetryIn *float64 `json:"retry_in"` // zerolog writes durations in milliseconds
+			}
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			if entry.RetryIn != nil {
+				out = append(out, time.Duration(*entry.RetryIn*float64(time.Millisecond)))
+			}
+		}
+		return out
 	}
-	return c, &waits
+	return c, waits
 }
 
 func TestHistoryRequest(t *testing.T) {
@@ -132,8 +155,8 @@ func TestHistoryRetries(t *testing.T) {
 			replies: []reply{{status: 429, header: map[string]string{"Retry-After": "7"}}, ok}, requests: 2,
 			waits: wantWaits(7 * time.Second),
 		},
-		"429 with Retry-After date in the past": {
-			replies: []reply{{status: 429, header: map[string]string{"Retry-After": "Mon, 02 Jan 2006 15:04:05 GMT"}}, ok}, requests: 2,
+		"429 with Retry-After date in the past": { // before 2000, where the fake clock starts
+			replies: []reply{{status: 429, header: map[string]string{"Retry-After": "Sun, 06 Nov 1994 08:49:37 GMT"}}, ok}, requests: 2,
 			waits: wantWaits(0),
 		},
 		"429 with rate limit spent": {
@@ -147,6 +170,13 @@ func TestHistoryRetries(t *testing.T) {
 		"huge Retry-After is capped": {
 			replies: []reply{{status: 503, header: map[string]string{"Retry-After": "86400"}}, ok}, requests: 2,
 			waits: wantWaits(maxRetryAfter),
+		},
+		"long waits are not cut short by a time budget": {
+			replies: []reply{
+				{status: 503, header: map[string]string{"Retry-After": "600"}}, {status: 503, header: map[string]string{"Retry-After": "600"}},
+				{status: 503, header: map[string]string{"Retry-After": "600"}}, ok,
+			}, requests: 4,
+			waits: wantWaits(10*time.Minute, 10*time.Minute, 10*time.Minute),
 		},
 		"5xx then success": {
 			replies: []reply{{status: 500}, {status: 502}, {status: 503}, ok}, requests: 4,
@@ -170,14 +200,19 @@ func TestHistoryRetries(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			s := &script{replies: tc.replies}
-			srv := httptest.NewServer(s)
+			srv := httptest.NewServer(s) // outside the bubble: it waits on the network
 			defer srv.Close()
 			c, waits := testClient(t, srv)
 			p := Profiles([]string{"SECRETPROFILEKEY-abcdef"})[0]
-			rc, err := c.History(t.Context(), p, "")
-			if rc != nil {
-				rc.Close()
-			}
+			var err error
+			// The fake clock of the bubble makes waits of minutes take no time.
+			synctest.Test(t, func(t *testing.T) {
+				var rc io.ReadCloser
+				rc, err = c.History(t.Context(), p, "")
+				if rc != nil {
+					rc.Close()
+				}
+			})
 			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 				t.Fatalf("err = %v, want %v", err, tc.err)
 			}
@@ -190,7 +225,7 @@ func TestHistoryRetries(t *testing.T) {
 				t.Errorf("%d requests, want %d", got, tc.requests)
 			}
 			if tc.waits != nil {
-				tc.waits(t, *waits)
+				tc.waits(t, waits())
 			}
 		})
 	}
@@ -266,12 +301,24 @@ func TestHistoryStopsWithContext(t *testing.T) {
 	s := &script{replies: []reply{{status: 503}}}
 	srv := httptest.NewServer(s)
 	defer srv.Close()
-	c, _ := testClient(t, srv)
-	ctx, cancel := context.WithCancel(t.Context())
-	c.sleep = func(context.Context, time.Duration) error { cancel(); return context.Canceled }
-	if _, err := c.History(ctx, Profiles(nil)[0], ""); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
+	c, _ := testClient(t, srv, WithBackoff(time.Hour, time.Hour))
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		start := time.Now()
+		go func() {
+			_, err := c.History(ctx, Profiles(nil)[0], "")
+			done <- err
+		}()
+		synctest.Wait() // History now waits to retry
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if waited := time.Since(start); waited >= 30*time.Minute {
+			t.Fatalf("History returned %s after the cancel, want at once", waited)
+		}
+	})
 	if s.count() != 1 {
 		t.Fatalf("%d requests after cancel, want 1", s.count())
 	}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/ayrbridge/ayrbridge/schema"
 )
 
 // ErrMalformed means the history response is not the documented shape: one JSON object whose
@@ -37,9 +39,10 @@ const (
 )
 
 // Decoder reads a history response as a stream: it yields one payload at a time and holds only
-// the payload being read, so memory does not grow with the size of the response. It frames
-// payloads by their brackets and strings; whether a payload is valid JSON is for schema.Parse
-// to decide. Members whose value is not an array are skipped and listed by Skipped.
+// the payload being read, so memory does not grow with the size of the response. It finds where
+// each key, value and payload ends with schema.ValueLen, so they are valid JSON; whether a
+// payload is a valid webhook is for schema.NewEvent to decide. Members whose value is not an
+// array are skipped and listed by Skipped.
 type Decoder struct {
 	r          io.Reader
 	buf        []byte
@@ -124,7 +127,7 @@ func (d *Decoder) next() (Item, error) {
 			if c != '{' {
 				return Item{}, d.malformed(fmt.Sprintf("payload %d of %q is not an object", d.index, d.action))
 			}
-			n, err := d.valueLen()
+			n, err := d.valueLen("payload")
 			if err != nil {
 				return Item{}, err
 			}
@@ -151,7 +154,7 @@ func (d *Decoder) member(c byte) error {
 	if c != '"' {
 		return d.malformed(fmt.Sprintf("want an action name, found %q", c))
 	}
-	n, err := d.valueLen()
+	n, err := d.valueLen("key")
 	if err != nil {
 		return err
 	}
@@ -171,11 +174,8 @@ func (d *Decoder) member(c byte) error {
 		return nil
 	}
 	// Not an array: nothing to replay in it, but the rest of the response may still be good.
-	if n, err = d.valueLen(); err != nil {
+	if n, err = d.valueLen("value"); err != nil {
 		return err
-	}
-	if n == 0 {
-		return d.malformed(fmt.Sprintf("no value for %q", d.action))
 	}
 	d.start += n
 	d.skipped = append(d.skipped, d.action)
@@ -235,78 +235,46 @@ func (d *Decoder) skipSpace() (byte, error) {
 	}
 }
 
-// valueLen returns the length of the JSON value starting at buf[start], reading more as needed;
-// the value stays in buf[start:] while it is scanned.
-func (d *Decoder) valueLen() (int, error) {
-	k, depth, inString := 0, 0, false
+// valueLen returns the length of the JSON value starting at buf[start], validated by
+// schema.ValueLen and read further as needed; the value stays in buf[start:] while it is
+// scanned. part says what the value is for errors: "payload", "value" or "key".
+func (d *Decoder) valueLen(part string) (int, error) {
+	eof := false
 	for {
 		b := d.buf[d.start:d.end]
-		for k < len(b) {
-			if inString {
-				q := closeQuote(b, k)
-				if q < 0 {
-					k = len(b)
-					break
-				}
-				k = q + 1
-				inString = false
-				if depth == 0 {
-					return k, nil
-				}
-				continue
-			}
-			switch b[k] {
-			case '"':
-				inString = true
-			case '{', '[':
-				depth++
-			case '}', ']':
-				if depth == 0 { // the end of a number or literal
-					return k, nil
-				}
-				if depth--; depth == 0 {
-					return k + 1, nil
-				}
-			case ',', ' ', '\t', '\n', '\r':
-				if depth == 0 { // the end of a number or literal
-					return k, nil
-				}
-			}
-			k++
+		n, err := schema.ValueLen(b)
+		switch {
+		case err == nil:
+			return n, nil
+		case !errors.Is(err, schema.ErrTruncatedJSON):
+			return 0, d.malformed(d.name(part) + " is not valid JSON")
+		case eof:
+			return 0, d.malformed("response ends inside " + d.name(part))
+		case len(b) >= d.maxItem:
+			return 0, d.malformed(fmt.Sprintf("%s exceeds %d bytes", d.name(part), d.maxItem))
 		}
-		if k >= d.maxItem {
-			return 0, d.malformed(fmt.Sprintf("payload %d of %q exceeds %d bytes", d.index, d.action, d.maxItem))
-		}
-		if err := d.fill(); err == io.EOF {
-			if depth == 0 && !inString && k > 0 {
-				return k, nil // a literal at the very end; the caller rejects what follows
+		// Every scan starts at the value's start: reading as much again before the next one
+		// keeps a value that arrives in small reads from costing a scan per read.
+		for want := min(2*len(b), d.maxItem); d.end-d.start < want; {
+			if err := d.fill(); err == io.EOF {
+				eof = true
+				break
+			} else if err != nil {
+				return 0, err
 			}
-			return 0, d.malformed("response ends inside a value")
-		} else if err != nil {
-			return 0, err
 		}
 	}
 }
 
-// closeQuote returns the index in b of the quote that ends the string k is in, or -1 when b
-// ends first. A quote after an odd number of backslashes is escaped; b must start before the
-// string does, so that every backslash before a quote is in it.
-func closeQuote(b []byte, k int) int {
-	for {
-		j := bytes.IndexByte(b[k:], '"')
-		if j < 0 {
-			return -1
-		}
-		k += j
-		escapes := 0
-		for p := k - 1; p >= 0 && b[p] == '\\'; p-- {
-			escapes++
-		}
-		if escapes%2 == 0 {
-			return k
-		}
-		k++
+// name names the value being read in an error.
+func (d *Decoder) name(part string) string {
+	switch part {
+	case "payload":
+		return fmt.Sprintf("payload %d of %q", d.index, d.action)
+	case "value":
+		return fmt.Sprintf("the value of %q", d.action)
 	}
+	return "an action name"
 }
 
 // fill reads more of the response, moving the undecoded bytes to the front of buf and growing

@@ -123,6 +123,10 @@ func TestDecodeMalformed(t *testing.T) {
 		"trailing data":        `{"a":[{}]} x`,
 		"two objects":          `{}{}`,
 		"html error page":      `<html><body>502 Bad Gateway</body></html>`,
+		"invalid payload":      `{"a":[{"x":tru}]}`,
+		"bad escape":           `{"a":[{"s":"\x"}]}`,
+		"invalid member value": `{"n":01,"a":[]}`,
+		"truncated literal":    `{"ok":tr`,
 	}
 	for name, in := range tests {
 		for rname, mk := range readers {

@@ -343,34 +343,28 @@ func (r *Replayer) replay(ctx context.Context, job Job, p Profile, action string
 				perAction[curName] = cur
 			}
 		}
-		// The quick look first: an event the stream holds needs no conversion.
-		hookID, createdRaw, quick := peek(item.Data)
-		var ev schema.Event
-		var key idKey
-		if quick {
-			key = ids.keyBytes(hookID)
-		} else {
-			if ev, err = schema.NewEvent(item.Data, schema.Meta{Replayed: true}); err != nil {
-				r.invalid(p, item, err, cur, &invalid)
-				continue
-			}
-			createdRaw, key = []byte(ev.Env.Created), ids.key(ev.ID)
+		// The quick look first: the id and created cost one scan, and an event the stream
+		// holds needs no conversion.
+		id, createdRaw, err := schema.Identify(item.Data)
+		if err != nil {
+			r.invalid(p, item, err, cur, &invalid)
+			continue
 		}
-		created, err := time.Parse(time.RFC3339Nano, string(createdRaw))
+		created, err := time.Parse(time.RFC3339Nano, createdRaw)
 		if err != nil || created.Before(job.Since) || created.After(job.Until) {
 			r.count(cur, cOutside)
 			continue
 		}
+		key := ids.key(id)
 		if ids.has(key) {
 			r.count(cur, cInHistory)
 			r.count(cur, cInStream)
 			continue
 		}
-		if quick {
-			if ev, err = schema.NewEvent(item.Data, schema.Meta{Replayed: true}); err != nil {
-				r.invalid(p, item, err, cur, &invalid)
-				continue
-			}
+		ev, err := schema.NewEvent(item.Data, schema.Meta{Replayed: true})
+		if err != nil {
+			r.invalid(p, item, err, cur, &invalid)
+			continue
 		}
 		ids.add(key) // a second copy later in the history is then in the stream
 		r.count(cur, cInHistory)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -317,14 +318,25 @@ func TestRunPublishFailures(t *testing.T) {
 		sink := &memSink{hold: true}
 		r, _ := New(historyServer(t, map[string][]byte{"": body}), storedIDs(&asked), sink, WithFlushGrace(time.Millisecond))
 		ctx, cancel := context.WithCancel(t.Context())
-		// Cancel once both events are handed to the sink: the run then only waits for acks.
+		type result struct {
+			sum Summary
+			err error
+		}
+		done := make(chan result, 1)
 		go func() {
-			for len(sink.ids()) < 2 {
-				time.Sleep(time.Millisecond)
-			}
-			cancel()
+			sum, err := r.Run(ctx, job)
+			done <- result{sum, err}
 		}()
-		sum, err := r.Run(ctx, job)
+		// Cancel once both events are handed to the sink: the run then only waits for acks.
+		natstest.Eventually(t, 10*time.Second, func() error {
+			if n := len(sink.ids()); n < 2 {
+				return fmt.Errorf("%d events handed to the sink, want 2", n)
+			}
+			return nil
+		})
+		cancel()
+		res := <-done
+		sum, err := res.sum, res.err
 		if err == nil || !sum.Interrupted {
 			t.Fatalf("err %v, interrupted %v: want an interrupted run", err, sum.Interrupted)
 		}

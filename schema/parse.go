@@ -42,20 +42,7 @@ type Envelope struct {
 // envelope. It reads the body once, validating it as json.Valid would while picking out the
 // top-level fields, and never re-encodes it.
 func Parse(body []byte) (Envelope, error) {
-	var raw [7][]byte // raw values of the envelope's members, in Envelope's field order
-	sawAction := false
-	err := scanObject(body, func(key, val []byte, escapedKey bool) {
-		k := key
-		if escapedKey {
-			k = []byte(unquote(append(append([]byte{'"'}, key...), '"')))
-		}
-		i := envelopeField(k)
-		if i < 0 {
-			return
-		}
-		raw[i] = val
-		sawAction = sawAction || i == 0
-	})
+	raw, err := rawEnvelope(body)
 	if err != nil {
 		return Envelope{}, err
 	}
@@ -64,7 +51,7 @@ func Parse(body []byte) (Envelope, error) {
 		HookID: stringValue(raw[3]), RefID: stringValue(raw[4]), Platform: stringValue(raw[5]),
 		Created: stringValue(raw[6]),
 	}
-	if !sawAction || env.Action == "" {
+	if raw[0] == nil || env.Action == "" {
 		return Envelope{}, ErrNoAction
 	}
 	for _, f := range [...]struct{ name, v string }{
@@ -76,6 +63,45 @@ func Parse(body []byte) (Envelope, error) {
 		}
 	}
 	return env, nil
+}
+
+// Identify returns the id NewEvent gives body and its created, in one scan of the object when
+// it has a hookId: a reader that only needs to know whether it has the event already is spared
+// the conversion. It validates body as JSON (ErrMalformedJSON, ErrNotObject) but checks nothing
+// else NewEvent checks, such as the action: an event with an id may still be refused. As in
+// encoding/json a later duplicate key wins, and without a non-empty string hookId the id is the
+// derived one.
+func Identify(body []byte) (id, created string, err error) {
+	raw, err := rawEnvelope(body)
+	if err != nil {
+		return "", "", err
+	}
+	id, created = stringValue(raw[3]), stringValue(raw[6])
+	if id == "" {
+		if id, err = derivedID(body); err != nil {
+			return "", "", err
+		}
+	}
+	return id, created, nil
+}
+
+// rawEnvelope validates body as one JSON object and returns the raw values of its envelope
+// members in Envelope's field order, nil for those it lacks.
+func rawEnvelope(body []byte) ([7][]byte, error) {
+	var raw [7][]byte
+	err := scanObject(body, func(key, val []byte, escapedKey bool) {
+		k := key
+		if escapedKey {
+			k = []byte(unquote(append(append([]byte{'"'}, key...), '"')))
+		}
+		if i := envelopeField(k); i >= 0 {
+			raw[i] = val
+		}
+	})
+	if err != nil {
+		return [7][]byte{}, err
+	}
+	return raw, nil
 }
 
 // envelopeField returns the index in Parse's raw array of a top-level key, or -1.

@@ -1,13 +1,14 @@
 package schema
 
-import "encoding/binary"
+import "errors"
 
 // maxDepth is encoding/json's nesting limit, kept so the scanner accepts exactly what
 // json.Valid accepts.
 const maxDepth = 10000
 
 // scanner validates JSON in one pass, with the grammar and limits of json.Valid, while
-// reporting the members of the top-level object. It never allocates.
+// reporting the members of the top-level object. It never allocates. When it fails, s.i is
+// where the input stopped fitting the grammar, len(s.b) when the input ended first.
 type scanner struct {
 	b     []byte
 	i     int
@@ -77,6 +78,29 @@ func scanObject(body []byte, fn func(key, raw []byte, escapedKey bool)) error {
 			return ErrMalformedJSON
 		}
 	}
+}
+
+// ErrTruncatedJSON means the input ends inside the JSON value it starts with: more input may
+// complete it.
+var ErrTruncatedJSON = errors.New("JSON value ends early")
+
+// ValueLen returns the length of the JSON value at the very start of b (no leading
+// whitespace), validated with the grammar and limits of json.Valid, so that a stream can be
+// cut into values. It returns ErrTruncatedJSON when b ends before the value does, or may: a
+// number that reaches the end of b may go on; and ErrMalformedJSON when no continuation of b
+// makes it valid.
+func ValueLen(b []byte) (int, error) {
+	s := scanner{b: b}
+	if !s.value() {
+		if s.i >= len(s.b) {
+			return 0, ErrTruncatedJSON
+		}
+		return 0, ErrMalformedJSON
+	}
+	if s.i == len(s.b) && (b[0] == '-' || b[0] >= '0' && b[0] <= '9') {
+		return 0, ErrTruncatedJSON
+	}
+	return s.i, nil
 }
 
 // end reports whether only whitespace follows.
@@ -202,13 +226,6 @@ func (s *scanner) str() (escaped, ok bool) {
 		return false, false
 	}
 	for s.i++; s.i < len(s.b); s.i++ {
-		// Most bytes of a string need no attention: skip them eight at a time.
-		for s.i+8 <= len(s.b) && plain8(binary.LittleEndian.Uint64(s.b[s.i:])) {
-			s.i += 8
-		}
-		if s.i >= len(s.b) {
-			break
-		}
 		switch c := s.b[s.i]; {
 		case c == '"':
 			s.i++
@@ -224,15 +241,14 @@ func (s *scanner) str() (escaped, ok bool) {
 			switch s.b[s.i] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 			case 'u':
-				if s.i+4 >= len(s.b) {
-					return false, false
-				}
-				for _, h := range s.b[s.i+1 : s.i+5] {
-					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+				for range 4 {
+					if s.i++; s.i >= len(s.b) {
+						return false, false
+					}
+					if h := s.b[s.i]; !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
 						return false, false
 					}
 				}
-				s.i += 4
 			default:
 				return false, false
 			}
@@ -241,11 +257,15 @@ func (s *scanner) str() (escaped, ok bool) {
 	return false, false
 }
 
+// literal consumes lit; on a mismatch s.i stops at the first byte that differs, so that a
+// failure at the end of the input means the input ended early.
 func (s *scanner) literal(lit string) bool {
-	if len(s.b)-s.i < len(lit) || string(s.b[s.i:s.i+len(lit)]) != lit {
-		return false
+	for k := range len(lit) {
+		if s.i >= len(s.b) || s.b[s.i] != lit[k] {
+			return false
+		}
+		s.i++
 	}
-	s.i += len(lit)
 	return true
 }
 
@@ -289,17 +309,4 @@ func (s *scanner) digits() bool {
 		s.i++
 	}
 	return s.i > start
-}
-
-// plain8 reports whether none of the 8 bytes in x is a quote, a backslash or a control
-// character, testing all eight at once (SWAR) instead of one by one.
-func plain8(x uint64) bool {
-	const lo, hi = 0x0101010101010101, 0x8080808080808080
-	// A byte < 0x20, or equal to '"' or '\\', sets its high bit in one of these terms.
-	control := (x - lo*0x20) & ^x
-	quote := x ^ (lo * '"')
-	quote = (quote - lo) & ^quote
-	slash := x ^ (lo * '\\')
-	slash = (slash - lo) & ^slash
-	return (control|quote|slash)&hi == 0
 }

@@ -17,6 +17,7 @@ func checkScan(t *testing.T, body []byte) {
 	if valid != !errors.Is(err, ErrMalformedJSON) {
 		t.Fatalf("scanObject(%q) = %v, json.Valid = %v", body, err, valid)
 	}
+	checkValueLen(t, body, valid)
 	if !valid {
 		return
 	}
@@ -44,6 +45,60 @@ func checkScan(t *testing.T, body []byte) {
 		_ = json.Unmarshal(members[field], &want)
 		if v != want {
 			t.Fatalf("%s = %q, encoding/json says %q (body %q)", field, v, want, body)
+		}
+	}
+}
+
+// checkValueLen checks ValueLen on body, of which json.Valid said valid: what it accepts is
+// valid JSON, it finds the end of a valid value, and it calls every cut of one truncated.
+func checkValueLen(t *testing.T, body []byte, valid bool) {
+	t.Helper()
+	v := bytes.TrimLeft(body, " \t\r\n")
+	n, err := ValueLen(v)
+	if err == nil && !json.Valid(v[:n]) {
+		t.Fatalf("ValueLen(%q) = %d, but json.Valid(%q) is false", v, n, v[:n])
+	}
+	if !valid {
+		return
+	}
+	v = bytes.TrimRight(v, " \t\r\n")
+	if n, err := ValueLen(append(v[:len(v):len(v)], ',')); err != nil || n != len(v) {
+		t.Fatalf("ValueLen(%q + \",\") = %d, %v; want %d", v, n, err, len(v))
+	}
+	for _, cut := range []int{0, 1, len(v) / 2, len(v) - 1} {
+		if cut < 0 || cut >= len(v) {
+			continue
+		}
+		if _, err := ValueLen(v[:cut]); !errors.Is(err, ErrTruncatedJSON) {
+			t.Fatalf("ValueLen(%q), a cut of %q: %v, want ErrTruncatedJSON", v[:cut], v, err)
+		}
+	}
+}
+
+func TestValueLen(t *testing.T) {
+	tests := map[string]struct {
+		in   string
+		n    int
+		want error
+	}{
+		"object then more": {`{"a":[1,"}"]} ,{`, 13, nil},
+		"string":           {`"a\"b" x`, 6, nil},
+		"literal":          {`true]`, 4, nil},
+		"number ended":     {`-1.5e3,`, 6, nil},
+		"number at end":    {`12`, 0, ErrTruncatedJSON}, // more digits may follow
+		"cut literal":      {`fal`, 0, ErrTruncatedJSON},
+		"cut escape":       {`"\u00`, 0, ErrTruncatedJSON},
+		"cut object":       {`{"a":[1,`, 0, ErrTruncatedJSON},
+		"bad literal":      {`fals]`, 0, ErrMalformedJSON},
+		"bad escape":       {`"\u00g`, 0, ErrMalformedJSON},
+		"bad member":       {`{"a" 1`, 0, ErrMalformedJSON},
+		"leading space":    {` 1,`, 0, ErrMalformedJSON},
+		"empty":            {``, 0, ErrTruncatedJSON},
+	}
+	for name, tc := range tests {
+		n, err := ValueLen([]byte(tc.in))
+		if n != tc.n || !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: ValueLen(%q) = %d, %v; want %d, %v", name, tc.in, n, err, tc.n, tc.want)
 		}
 	}
 }

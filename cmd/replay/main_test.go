@@ -550,14 +550,17 @@ func TestInterrupted(t *testing.T) {
 		env[k] = v
 	}
 	env["REPLAY_BACKOFF"], env["REPLAY_MAX_BACKOFF"] = "1h", "1h"
-	go func() {
-		for len(w.api.log()) == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		cancel()
-	}()
 	var stdout, stderr bytes.Buffer
-	if code := cli(ctx, []string{"--json"}, env, &stdout, &stderr, nil); code != exitInterrupted {
+	code := make(chan int, 1)
+	go func() { code <- cli(ctx, []string{"--json"}, env, &stdout, &stderr, nil) }()
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if len(w.api.log()) == 0 {
+			return fmt.Errorf("no history request yet")
+		}
+		return nil
+	})
+	cancel()
+	if code := <-code; code != exitInterrupted {
 		t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitInterrupted, stderr.String())
 	}
 	var sum replay.Summary
@@ -607,9 +610,12 @@ func TestProgress(t *testing.T) {
 	t.Run("log lines", func(t *testing.T) {
 		var logs logtest.Buffer
 		stop := showProgress(rep, config{ProgressEvery: time.Millisecond}, zerolog.New(&logs))
-		for !strings.Contains(logs.String(), `"message":"replay progress"`) {
-			time.Sleep(time.Millisecond)
-		}
+		natstest.Eventually(t, 10*time.Second, func() error {
+			if !strings.Contains(logs.String(), `"message":"replay progress"`) {
+				return fmt.Errorf("no progress line in %q", logs.String())
+			}
+			return nil
+		})
 		stop()
 		if !strings.Contains(logs.String(), `"phase":"start"`) {
 			t.Fatalf("log %s lacks the phase", logs.String())
@@ -618,9 +624,12 @@ func TestProgress(t *testing.T) {
 	t.Run("bar", func(t *testing.T) {
 		var bar logtest.Buffer
 		stop := showProgress(rep, config{ProgressEvery: time.Hour, progress: &bar}, zerolog.Nop())
-		for bar.String() == "" {
-			time.Sleep(time.Millisecond)
-		}
+		natstest.Eventually(t, 10*time.Second, func() error {
+			if bar.String() == "" {
+				return fmt.Errorf("no bar output")
+			}
+			return nil
+		})
 		stop()
 		if !strings.Contains(bar.String(), "events") {
 			t.Fatalf("bar output %q", bar.String())
