@@ -198,7 +198,7 @@ func startBridge(t *testing.T, natsURL string) string {
 func waitReady(t *testing.T, url string) {
 	t.Helper()
 	natstest.Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err != nil {
 			return err
 		}
@@ -209,6 +209,10 @@ func waitReady(t *testing.T, url string) {
 		return nil
 	})
 }
+
+// client bounds every request to the bridge, so one that never answers fails the test
+// instead of hanging it.
+var client = &http.Client{Timeout: 30 * time.Second}
 
 // accepted is the bridge's 200 answer.
 type accepted struct {
@@ -227,7 +231,7 @@ func postWebhook(t *testing.T, url string, body []byte, traceparent string) acce
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Traceparent", traceparent)
 	req.Header.Set("X-Ayrshare-Delivery-Id", "delivery-1")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,13 +61,7 @@ func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc 
 	case <-time.After(30 * time.Second):
 		t.Fatal("bridge did not start")
 	}
-	natstest.Eventually(t, 15*time.Second, func() error {
-		a, err := tryGet(p.URL + "/readyz")
-		if err == nil && a != 200 {
-			err = fmt.Errorf("readyz %d", a)
-		}
-		return err
-	})
+	natstest.Eventually(t, 15*time.Second, ready(p.URL))
 	return p
 }
 
