@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -9,11 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +19,8 @@ import (
 	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/internal/proc"
+	"github.com/ayrbridge/ayrbridge/internal/proctest"
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -32,6 +30,7 @@ import (
 // pointed at it with NATS_URL; a webhook in; the CloudEvent read back from the stream. It skips
 // where no Docker engine answers.
 func TestBridgeAgainstNATSContainer(t *testing.T) {
+	proctest.SkipShort(t, "starts a NATS container and runs the bridge binary")
 	requireDocker(t)
 	ctx := t.Context()
 
@@ -59,6 +58,7 @@ func TestBridgeAgainstNATSContainer(t *testing.T) {
 // TestBridgeProcessAgainstServer runs the same round trip as TestBridgeAgainstNATSContainer with
 // an in-process nats-server in place of the container, so the path is exercised without Docker.
 func TestBridgeProcessAgainstServer(t *testing.T) {
+	proctest.SkipShort(t, "builds and runs the bridge binary")
 	webhookRoundTrip(t, natstest.RunServer(t, "").ClientURL())
 }
 
@@ -67,7 +67,7 @@ func TestBridgeProcessAgainstServer(t *testing.T) {
 func webhookRoundTrip(t *testing.T, natsURL string) {
 	t.Helper()
 	ctx := t.Context()
-	addr := startBridge(t, buildBridge(t), natsURL)
+	addr := startBridge(t, natsURL)
 	waitReady(t, "http://"+addr+"/readyz")
 
 	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
@@ -155,79 +155,42 @@ func dockerUnavailable(ctx context.Context) (reason string) {
 	return ""
 }
 
-// buildBridge compiles cmd/bridge into a temporary directory.
-func buildBridge(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "bridge")
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "./cmd/bridge")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/bridge: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
 
-// startBridge runs the bridge against natsURL on a free loopback port and returns its address.
-// When the test ends it stops the bridge with SIGTERM and expects a clean exit.
-func startBridge(t *testing.T, bin, natsURL string) string {
+// startBridge builds cmd/bridge (once per test binary) and runs it against natsURL on a free
+// loopback port, with only the environment given here, and returns its address. When the
+// test ends it stops the bridge with SIGTERM and expects a clean exit.
+func startBridge(t *testing.T, natsURL string) string {
 	t.Helper()
-	cmd := exec.Command(bin)
-	cmd.Env = []string{
+	addrs := make(chan string, 1)
+	p := proctest.Start(t, proc.Config{Bin: proctest.Build(t, "./cmd/bridge"), CleanEnv: true, Env: []string{
 		"NATS_URL=" + natsURL,
 		"BRIDGE_LISTEN=127.0.0.1:0",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
 		"HOME=" + t.TempDir(),
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	addrs := make(chan string, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		s := bufio.NewScanner(stderr)
-		for s.Scan() {
-			logs.write(s.Text() + "\n")
-			var line struct {
-				Msg  string `json:"message"`
-				Addr string `json:"addr"`
-			}
-			if json.Unmarshal(s.Bytes(), &line) == nil && line.Msg == "accepting webhooks on /webhook" {
-				addrs <- line.Addr
-			}
+	}, Line: func(b []byte) {
+		var line struct {
+			Msg  string `json:"message"`
+			Addr string `json:"addr"`
 		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
+		if json.Unmarshal(b, &line) == nil && line.Msg == "accepting webhooks on /webhook" {
+			addrs <- line.Addr
+		}
+	}})
+	// Registered after proctest.Start's kill, so it runs first.
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		exited := make(chan error, 1)
-		go func() { <-scanned; exited <- cmd.Wait() }()
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("bridge did not stop cleanly on SIGTERM: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("bridge still running 30s after SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("bridge log:\n%s", logs.String())
+		if err := p.Stop(30 * time.Second); err != nil {
+			t.Errorf("bridge did not stop cleanly on SIGTERM: %v", err)
 		}
 	})
 	select {
 	case addr := <-addrs:
 		return addr
-	case <-scanned:
-		t.Fatalf("bridge exited before listening:\n%s", logs.String())
+	case <-p.Done():
+		t.Fatalf("bridge exited before listening: %v", p.Err())
 	case <-time.After(30 * time.Second):
-		t.Fatalf("bridge not listening after 30s:\n%s", logs.String())
+		t.Fatal("bridge not listening after 30s")
 	}
 	return ""
 }
@@ -235,21 +198,22 @@ func startBridge(t *testing.T, bin, natsURL string) string {
 // waitReady polls url until it answers 200, failing after 30 seconds.
 func waitReady(t *testing.T, url string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30s (last: %v)", url, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", url, resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
+
+// client bounds every request to the bridge, so one that never answers fails the test
+// instead of hanging it.
+var client = &http.Client{Timeout: 30 * time.Second}
 
 // accepted is the bridge's 200 answer.
 type accepted struct {
@@ -268,7 +232,7 @@ func postWebhook(t *testing.T, url string, body []byte, traceparent string) acce
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Traceparent", traceparent)
 	req.Header.Set("X-Ayrshare-Delivery-Id", "delivery-1")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,22 +246,4 @@ func postWebhook(t *testing.T, url string, body []byte, traceparent string) acce
 		t.Fatalf("answer %s: %v", b, err)
 	}
 	return a
-}
-
-// lockedBuffer collects the bridge's log from its reader goroutine for the test to print.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) write(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -97,7 +97,11 @@ func startServer(t testing.TB, pub Publisher, limits ServerConfig, ready Readine
 		if err := srv.ShutdownWithContext(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		<-done
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after shutdown")
+		}
 	})
 	return &testServer{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), Metrics: m, Reg: reg}
 }

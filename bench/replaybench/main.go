@@ -32,6 +32,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ayrbridge/ayrbridge/internal/proc"
 	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/replay"
 	"github.com/ayrbridge/ayrbridge/schema"
@@ -194,15 +195,8 @@ func buildReplay(ctx context.Context, bin, dir string) (string, error) {
 	if bin != "" {
 		return bin, nil
 	}
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" {
-		return "", fmt.Errorf("find the module root (run from inside the repository): %v", err)
-	}
 	bin = filepath.Join(dir, "replay")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/replay")
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
+	if err := proc.Build(ctx, bin, "./cmd/replay"); err != nil {
 		return "", fmt.Errorf("build cmd/replay: %w", err)
 	}
 	return bin, nil
@@ -251,18 +245,12 @@ func runReplay(ctx context.Context, bin, histAddr, natsURL string, window int, e
 // rusage of a child is no use here: Go starts children with vfork, and Linux counts the
 // parent's resident set, this whole benchmark with its nats-server, as the child's maximum.
 func samplePeakRSS(pid int, done <-chan struct{}) int64 {
-	path := fmt.Sprintf("/proc/%d/status", pid)
 	var peak int64
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if b, err := os.ReadFile(path); err == nil {
-			for line := range strings.SplitSeq(string(b), "\n") {
-				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-					peak = max(peak, kb)
-				}
-			}
+		if b, err := proc.PeakRSS(pid); err == nil {
+			peak = max(peak, b>>10)
 		}
 		select {
 		case <-done:

@@ -25,6 +25,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/bench/internal/harness"
 	"github.com/ayrbridge/ayrbridge/bench/load"
+	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
 type options struct {
@@ -96,11 +97,11 @@ func run(ctx context.Context, o options) error {
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	natsDir := filepath.Join(o.dir, "nats-store")
 	_ = os.RemoveAll(natsDir)
-	natsProc, err := harness.Start(ctx, bins["nats-server"], nil, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
+	natsProc, err := harness.Start(bins["nats-server"], nil, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
 	if err != nil {
 		return err
 	}
-	defer natsProc.Stop()
+	defer natsProc.Stop(harness.StopGrace)
 	nc, js, err := harness.ConnectJS(ctx, natsURL, false)
 	if err != nil {
 		return err
@@ -140,10 +141,10 @@ func run(ctx context.Context, o options) error {
 }
 
 // measure starts one server, warms it up, measures a run and stops it again.
-func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, natsProc *harness.Proc, stream jetstream.Stream) (sample, error) {
+func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, natsProc *proc.Proc, stream jetstream.Stream) (sample, error) {
 	httpPort := harness.FreePort()
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
-	var p *harness.Proc
+	var p *proc.Proc
 	var err error
 	countURL := natsURL
 	external := true
@@ -152,12 +153,12 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
-		p, err = harness.Start(ctx, bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
+		p, err = harness.Start(bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
 	case "naive":
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
-		p, err = harness.Start(ctx, bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
+		p, err = harness.Start(bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
 	case "embedded", "embedded-sync":
 		external = false
 		np := harness.FreePort()
@@ -168,14 +169,14 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		if srv == "embedded-sync" {
 			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=true")
 		}
-		p, err = harness.Start(ctx, bins["bridge"], env)
+		p, err = harness.Start(bins["bridge"], env)
 	default:
 		return sample{}, fmt.Errorf("unknown server %q", srv)
 	}
 	if err != nil {
 		return sample{}, err
 	}
-	defer p.Stop()
+	defer p.Stop(harness.StopGrace)
 	if err := harness.WaitReady(ctx, addr, srv == "naive"); err != nil {
 		return sample{}, err
 	}
@@ -191,19 +192,19 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	if err != nil {
 		return sample{}, err
 	}
-	cpu0, nats0 := harness.CPU(p.Cmd.Process.Pid), harness.CPU(natsProc.Cmd.Process.Pid)
+	cpu0, nats0 := harness.CPU(p.Pid()), harness.CPU(natsProc.Pid())
 	res, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.duration, Prefix: prefix})
 	if err != nil {
 		return sample{}, err
 	}
-	cpu1, nats1 := harness.CPU(p.Cmd.Process.Pid), harness.CPU(natsProc.Cmd.Process.Pid)
+	cpu1, nats1 := harness.CPU(p.Pid()), harness.CPU(natsProc.Pid())
 	after, err := harness.StoredCount(ctx, js)
 	if err != nil {
 		return sample{}, err
 	}
 	s := sample{
 		server: srv, conns: conns, rps: res.RPS(), p50: res.Percentile(50), p99: res.Percentile(99),
-		peakRSS: harness.PeakRSS(p.Cmd.Process.Pid), ok: res.OK, stored: int(after - before), errors: res.Errors,
+		peakRSS: harness.PeakRSS(p.Pid()), ok: res.OK, stored: int(after - before), errors: res.Errors,
 	}
 	for _, n := range res.Non2xx {
 		s.errors += n

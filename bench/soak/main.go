@@ -60,18 +60,18 @@ func run(ctx context.Context, duration, warmup time.Duration, rate float64, conn
 	if embedded {
 		env = append(env, "NATS_EMBEDDED_LISTEN="+strings.TrimPrefix(natsURL, "nats://"), "NATS_EMBEDDED_DIR="+store)
 	} else {
-		ns, err := harness.Start(ctx, bins["nats-server"], nil, "-js", "-sd", store, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(dir, "soak-nats.log"))
+		ns, err := harness.Start(bins["nats-server"], nil, "-js", "-sd", store, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(dir, "soak-nats.log"))
 		if err != nil {
 			return err
 		}
-		defer ns.Stop()
+		defer ns.Stop(harness.StopGrace)
 		env = append(env, "NATS_URL="+natsURL)
 	}
-	p, err := harness.Start(ctx, bins["bridge"], env)
+	p, err := harness.Start(bins["bridge"], env)
 	if err != nil {
 		return err
 	}
-	defer p.Stop()
+	defer p.Stop(harness.StopGrace)
 	if err := harness.WaitReady(ctx, addr, false); err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func run(ctx context.Context, duration, warmup time.Duration, rate float64, conn
 		return err
 	}
 	defer nc.Close()
-	pid := p.Cmd.Process.Pid
+	pid := p.Pid()
 	var sent, ok, failed int
 	if rate == 0 {
 		res, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: 10 * time.Second, Prefix: "max"})

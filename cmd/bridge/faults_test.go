@@ -8,15 +8,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/internal/proctest"
 )
 
 // TestNATSServerKilledUnderLoad kills an external nats-server process (file storage) under
 // load and starts it again: meanwhile the bridge answers 503 within its publish timeout and
 // is not ready; afterwards it recovers on its own, and every 2xx is stored exactly once.
 func TestNATSServerKilledUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test")
-	}
+	proctest.SkipShort(t, "builds nats-server and kills it under load")
 	srv := natstest.StartServerProcess(t)
 	const publishTimeout = time.Second
 	b := startBridge(t, map[string]string{"NATS_URL": srv.URL, "BRIDGE_PUBLISH_TIMEOUT": publishTimeout.String(), "BRIDGE_RETRY_AFTER": "1s"})
@@ -60,9 +59,7 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 // under load: the bridge keeps serving after the election, loses nothing and stores nothing
 // twice.
 func TestClusterLeaderLoss(t *testing.T) {
-	if testing.Short() {
-		t.Skip("fault test")
-	}
+	proctest.SkipShort(t, "runs a 3-node cluster and kills its stream leader under load")
 	nodes := natstest.RunCluster(t, 3)
 	var urls []string
 	for _, ns := range nodes {

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
 // TestHostileClients attacks a bridge process with slowloris headers, trickled bodies,
@@ -26,7 +26,7 @@ func TestHostileClients(t *testing.T) {
 		"BRIDGE_MAX_HEADER_BYTES": "8192", "BRIDGE_MAX_BODY_BYTES": "65536",
 	})
 	addr := strings.TrimPrefix(p.URL, "http://")
-	pid := p.cmd.Process.Pid
+	pid := p.Pid()
 	rssBefore := rss(t, pid)
 
 	var (
@@ -140,17 +140,11 @@ func isTimeout(err error) bool {
 // rss is a process's resident set size from /proc.
 func rss(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := proc.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return n
 }
 
 func mb(b int64) float64 { return float64(b) / 1e6 }

@@ -71,17 +71,7 @@ func startBridge(t *testing.T, environ map[string]string) *bridge {
 			t.Error("bridge did not stop")
 		}
 	})
-	natstest.Eventually(t, 10*time.Second, func() error {
-		res, err := http.Get(b.URL + "/readyz")
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", res.StatusCode)
-		}
-		return nil
-	})
+	natstest.Eventually(t, 10*time.Second, ready(b.URL))
 	return b
 }
 
@@ -112,7 +102,7 @@ func tryPost(url string, body []byte, header map[string]string) (answer, error) 
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		return answer{}, err
 	}
@@ -240,7 +230,7 @@ func TestRefusedRequestsStoreNothing(t *testing.T) {
 		for k, v := range tt.header {
 			req.Header.Set(k, v)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,7 +311,15 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Stop once the clients are well under way, not after a guess at how long that takes.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(acked) < 100 {
+			return fmt.Errorf("%d requests acknowledged", len(acked))
+		}
+		return nil
+	})
 	b.stop()
 	select {
 	case err := <-b.done:
@@ -357,13 +355,28 @@ func sign(secret string, body []byte) string {
 	return hex.EncodeToString(mac.Sum(nil))
 }
 
+// client bounds every request of these tests: a bridge that stops answering fails the
+// test (or the poll retries) instead of hanging it. No request that works comes near it.
+var client = &http.Client{Timeout: 30 * time.Second}
+
 func tryGet(url string) (int, error) {
-	res, err := http.Get(url)
+	res, err := client.Get(url)
 	if err != nil {
 		return 0, err
 	}
 	res.Body.Close()
 	return res.StatusCode, nil
+}
+
+// ready is a poll for natstest.Eventually: nil once the bridge at url answers /readyz 200.
+func ready(url string) func() error {
+	return func() error {
+		code, err := tryGet(url + "/readyz")
+		if err == nil && code != 200 {
+			err = fmt.Errorf("readyz %d", code)
+		}
+		return err
+	}
 }
 
 func errNotYet(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -14,7 +13,7 @@ import (
 func TestMetricNamesMatchDashboard(t *testing.T) {
 	b := startBridge(t, nil)
 	post(t, b.URL+"/webhook", []byte(`{"action":"feed","hookId":"m"}`), nil)
-	res, err := http.Get(b.URL + "/metrics")
+	res, err := client.Get(b.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

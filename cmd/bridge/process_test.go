@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,85 +11,57 @@ import (
 	"time"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
+	"github.com/ayrbridge/ayrbridge/internal/proc"
+	"github.com/ayrbridge/ayrbridge/internal/proctest"
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
 )
 
-// buildBridge compiles this command into a temporary directory.
+func TestMain(m *testing.M) { proctest.Main(m) }
+
+// buildBridge compiles this command, once for all the tests of this binary.
 func buildBridge(t *testing.T) string {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("process test: builds and runs the bridge binary")
-	}
-	bin := filepath.Join(t.TempDir(), "bridge")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	proctest.SkipShort(t, "builds and runs the bridge binary")
+	return proctest.Build(t, "./cmd/bridge")
 }
 
 // bridgeProc is a bridge running as a child process.
 type bridgeProc struct {
-	cmd  *exec.Cmd
+	*proc.Proc
 	URL  string // http://host:port
 	NATS string // the embedded server's client URL, when embedded
-	exit chan error
 }
 
 // startProc starts the binary with environ and waits until it accepts webhooks and is ready.
 func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc {
 	t.Helper()
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "BRIDGE_LISTEN=127.0.0.1:0", "NATS_EMBEDDED_LISTEN=127.0.0.1:0", "LOG_LEVEL=info")
+	env := []string{"BRIDGE_LISTEN=127.0.0.1:0", "NATS_EMBEDDED_LISTEN=127.0.0.1:0", "LOG_LEVEL=info"}
 	for k, v := range environ {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		env = append(env, k+"="+v)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &bridgeProc{cmd: cmd, exit: make(chan error, 1)}
 	addrs := make(chan [2]string, 1)
-	go func() {
-		var nats string
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var line struct{ Message, Addr, URL string }
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			switch line.Message {
-			case "embedded nats with jetstream started":
-				nats = line.URL
-			case "accepting webhooks on /webhook":
-				addrs <- [2]string{line.Addr, nats}
-			}
+	var nats string // read only by the line callback's goroutine
+	p := &bridgeProc{Proc: proctest.Start(t, proc.Config{Bin: bin, Env: env, Line: func(b []byte) {
+		var line struct{ Message, Addr, URL string }
+		if json.Unmarshal(b, &line) != nil {
+			return
 		}
-		_, _ = io.Copy(io.Discard, stderr)
-	}()
-	go func() { p.exit <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exit
-	})
+		switch line.Message {
+		case "embedded nats with jetstream started":
+			nats = line.URL
+		case "accepting webhooks on /webhook":
+			addrs <- [2]string{line.Addr, nats}
+		}
+	}})}
 	select {
 	case a := <-addrs:
 		p.URL, p.NATS = "http://"+a[0], a[1]
-	case err := <-p.exit:
-		t.Fatalf("bridge exited at start: %v", err)
+	case <-p.Done():
+		t.Fatalf("bridge exited at start: %v", p.Err())
 	case <-time.After(30 * time.Second):
 		t.Fatal("bridge did not start")
 	}
-	natstest.Eventually(t, 15*time.Second, func() error {
-		a, err := tryGet(p.URL + "/readyz")
-		if err == nil && a != 200 {
-			err = fmt.Errorf("readyz %d", a)
-		}
-		return err
-	})
+	natstest.Eventually(t, 15*time.Second, ready(p.URL))
 	return p
 }
 
@@ -245,11 +212,7 @@ func TestSIGKILL(t *testing.T) {
 			p := startProc(t, bin, env)
 			l := startLoad(p.URL, 32, "kill-"+name)
 			l.waitAcked(t, 300)
-			if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			<-p.exit
-			p.exit <- nil
+			p.Kill()
 			acked := l.finish()
 			if l.bad.Load() != 0 {
 				t.Fatalf("%d answers were neither 2xx nor 503", l.bad.Load())
@@ -274,18 +237,15 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	p := startProc(t, bin, map[string]string{"NATS_EMBEDDED_DIR": dir, "BRIDGE_SHUTDOWN_TIMEOUT": "10s"})
 	l := startLoad(p.URL, 64, "term")
 	l.waitAcked(t, 300)
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	signalled := time.Now()
-	var exitErr error
-	select {
-	case exitErr = <-p.exit:
-	case <-time.After(15 * time.Second):
+	exitErr, exited := p.Wait(15 * time.Second)
+	if !exited {
 		t.Fatal("bridge did not exit within its shutdown timeout")
 	}
 	took := time.Since(signalled)
-	p.exit <- nil
 	acked := l.finish()
 	if exitErr != nil {
 		t.Fatalf("exit after SIGTERM: %v, want status 0", exitErr)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -189,12 +190,25 @@ func TestRunFollowsUntilCancelled(t *testing.T) {
 	go func() {
 		done <- run(ctx, config{URL: url, Stream: stream, Durable: "follow", Subject: "ayrshare.>"}, out)
 	}()
-	waitFor(t, func() bool { return len(lines(out.String())) == 1 })
+	printed := func(n int) func() error {
+		return func() error {
+			if got := lines(out.String()); len(got) != n {
+				return fmt.Errorf("printed %d lines, want %d: %q", len(got), n, got)
+			}
+			return nil
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, printed(1))
 	publishEvents(t, js, fixture(t, "feed")) // arrives while run waits
-	waitFor(t, func() bool { return len(lines(out.String())) == 2 })
+	natstest.Eventually(t, 10*time.Second, printed(2))
 	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("run after cancel = %v, want nil", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run still following 10s after its context was cancelled")
 	}
 	got := lines(out.String())
 	if !strings.Contains(got[0], "subject=ayrshare.social.link") || !strings.Contains(got[1], "subject=ayrshare.feed.none") {
@@ -306,16 +320,4 @@ func lineSeq(t *testing.T, line string) int {
 
 func durableName(testName string) string {
 	return strings.NewReplacer(" ", "-", ".", "-").Replace(testName)
-}
-
-// waitFor polls cond until it holds, failing the test after 10 seconds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -1,46 +1,32 @@
 // Package harness runs the benchmarks' programs: builds them, starts and stops them as
-// processes, reads their CPU time and memory from /proc, and counts what the stream stored.
+// processes (through internal/proc, which the tests share), reads their CPU time and memory
+// from /proc, and counts what the stream stored.
 package harness
 
 import (
-	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
-// CPU is a process's user+sys CPU time (clock ticks of 10 ms).
+// CPU is a process's user+sys CPU time, 0 when /proc cannot tell.
 func CPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	d, _ := proc.CPU(pid)
+	return d
 }
 
-// RSS is a process's resident set now; PeakRSS its high-water mark (VmHWM).
-func RSS(pid int) int64 { return status(pid, "VmRSS:") }
+// RSS is a process's resident set now, 0 when /proc cannot tell.
+func RSS(pid int) int64 {
+	n, _ := proc.RSS(pid)
+	return n
+}
 
-// PeakRSS is a process's highest resident set since it started.
-func PeakRSS(pid int) int64 { return status(pid, "VmHWM:") }
-
-func status(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+// PeakRSS is a process's highest resident set since it started, 0 when /proc cannot tell.
+func PeakRSS(pid int) int64 {
+	n, _ := proc.PeakRSS(pid)
+	return n
 }
 
 // CPUModel names the machine's processor.

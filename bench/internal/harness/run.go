@@ -4,16 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
 // StoredCount is the number of messages the AYRSHARE stream holds.
@@ -88,51 +87,28 @@ func Build(ctx context.Context, dir string, pkgs map[string]string) (map[string]
 	for name, pkg := range pkgs {
 		bin := filepath.Join(dir, name)
 		fmt.Printf("building %s\n", pkg)
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		if err := proc.Build(ctx, bin, pkg); err != nil {
+			return nil, err
 		}
 		bins[name] = bin
 	}
 	return bins, nil
 }
 
-// Proc is a program started as a child process.
-type Proc struct {
-	Cmd  *exec.Cmd
-	exit chan error
-}
-
 // Start runs bin with env added to this process's environment; its output goes to stderr.
-func Start(ctx context.Context, bin string, env []string, args ...string) (*Proc, error) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &Proc{Cmd: cmd, exit: make(chan error, 1)}
-	go func() { p.exit <- cmd.Wait() }()
-	return p, nil
+// Stop it with Stop(StopGrace).
+func Start(bin string, env []string, args ...string) (*proc.Proc, error) {
+	return proc.Start(proc.Config{Bin: bin, Args: args, Env: env, Output: os.Stderr})
 }
 
-// Stop sends SIGTERM and waits for the exit, killing the process after 30 s.
-func (p *Proc) Stop() {
-	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exit:
-	case <-time.After(30 * time.Second):
-		_ = p.Cmd.Process.Kill()
-		<-p.exit
-	}
-}
+// StopGrace is how long a benchmark waits for a program to exit after SIGTERM.
+const StopGrace = 30 * time.Second
 
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := proc.FreePorts(1)
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
