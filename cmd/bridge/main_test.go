@@ -380,3 +380,18 @@ func ready(url string) func() error {
 }
 
 func errNotYet(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// TestStreamNamedError: any stream name works, including one that puts "error" in every ack.
+func TestStreamNamedError(t *testing.T) {
+	b := startBridge(t, map[string]string{"NATS_STREAM": "error"})
+	body := fixtures(t)["social_link.json"]
+	for i, wantDup := range []bool{false, true} {
+		a := post(t, b.URL+"/webhook", body, nil)
+		if a.Status != 200 || a.Seq != 1 || a.Duplicate != wantDup {
+			t.Fatalf("post %d: %+v, want 200, seq 1, duplicate %v", i, a, wantDup)
+		}
+	}
+	if got := len(natstest.Messages(t, streamJS(t, b.NATS), "error")); got != 1 {
+		t.Fatalf("stream error holds %d messages, want 1", got)
+	}
+}

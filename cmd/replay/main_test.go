@@ -636,3 +636,34 @@ func TestProgress(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamWithoutTheSubjects is a replay whose publishes can never succeed: the stream
+// exists but does not take ayrshare.>. It must end within seconds, count every failure and
+// exit non-zero, not retry each message in turn.
+func TestStreamWithoutTheSubjects(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	_, js := natstest.Connect(t, ns)
+	if _, err := publish.EnsureStream(t.Context(), js, publish.StreamConfig{
+		Name: "AYRSHARE", Subjects: []string{"elsewhere.>"}, Replicas: 1, DedupWindow: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	api := newAyrshare(t, map[string][]event{"": events("s", 200, time.Now())})
+	environ := map[string]string{"AYRSHARE_API_KEY": apiKey, "AYRSHARE_API_URL": api.URL, "NATS_URL": ns.ClientURL()}
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := cli(t.Context(), []string{"--since", "24h", "--json"}, environ, &stdout, &stderr, nil)
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("the replay took %s", took)
+	}
+	if code != exitFailed {
+		t.Fatalf("exit code %d, want %d; stderr:\n%s", code, exitFailed, stderr.String())
+	}
+	var sum replay.Summary
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
+		t.Fatalf("summary is not JSON (%v): %s", err, stdout.String())
+	}
+	if sum.Total.Published != 0 || sum.Total.Failed == 0 || sum.Total.Failed != sum.Total.Missing {
+		t.Fatalf("total %+v: want every missing event counted as failed", sum.Total)
+	}
+}
