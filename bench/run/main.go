@@ -4,7 +4,7 @@
 // against the baseline, with PASS/FAIL lines for the targets.
 //
 //	go run ./bench/run                       # 3 rounds of 8 s at 8 and 64 connections
-//	go run ./bench/run -out bench/results.md # also write the tables as Markdown
+//	go run ./bench/run -out /tmp/results.md  # also write the tables as Markdown (paste into bench/RESULTS.md)
 package main
 
 import (
