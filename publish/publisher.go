@@ -40,13 +40,15 @@ const errCodeStreamNotMatch jetstream.ErrorCode = 10060
 type Publisher struct {
 	js        jetstream.JetStream
 	stream    string
-	expect    jetstream.PublishOpt // made once: it is the same for every message
+	expect    []string // the Nats-Expected-Stream header's value, shared by every message
 	log       zerolog.Logger
 	timeout   time.Duration
 	attempt   time.Duration
 	window    int
 	ackWait   time.Duration
 	maxStreak int
+	// groups is Publish's group commit.
+	groups groups
 
 	// The asynchronous side starts with the first PublishAsync, so a Publisher that only ever
 	// publishes synchronously runs no goroutine and needs no Close.
@@ -105,6 +107,18 @@ func WithMaxFailures(n int) Option {
 	return func(p *Publisher) error { p.maxStreak = n; return positive("max failures", n) }
 }
 
+// WithGroupSize bounds how many concurrent Publish calls share one trip to JetStream (default 64).
+func WithGroupSize(n int) Option {
+	return func(p *Publisher) error { p.groups.size = n; return positive("group size", n) }
+}
+
+// WithGroupsInFlight sets how many groups of Publish calls may await their acknowledgements at
+// once (default 1: the next group forms while one is on its way, which is what makes groups grow
+// under load).
+func WithGroupsInFlight(n int) Option {
+	return func(p *Publisher) error { p.groups.inFlight = n; return positive("groups in flight", n) }
+}
+
 // WithLogger sets the logger (default: none).
 func WithLogger(l zerolog.Logger) Option {
 	return func(p *Publisher) error { p.log = l; return nil }
@@ -129,12 +143,13 @@ func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, err
 	}
 	p := &Publisher{
 		stream:    stream,
-		expect:    jetstream.WithExpectStream(stream),
+		expect:    []string{stream},
 		log:       zerolog.Nop(),
 		timeout:   5 * time.Second,
 		window:    4096,
 		ackWait:   5 * time.Second,
 		maxStreak: 64,
+		groups:    groups{size: 64, inFlight: 1},
 	}
 	for _, opt := range opts {
 		if err := opt(p); err != nil {
@@ -154,36 +169,88 @@ func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, err
 }
 
 // Publish stores ev in the stream and returns once JetStream acknowledged it: stored now, or
-// before (duplicate). Lost or unanswered attempts are sent again with the same id until ctx
-// ends (or, without a deadline, the publisher's timeout passes); then the error wraps
-// ErrUnavailable and the event may be stored anyway. An error wrapping ErrRefused means
-// sending it again cannot help. Publish is safe for concurrent use.
+// before (duplicate). Concurrent calls share trips to JetStream (a group commit), each answered
+// from its own acknowledgement. Lost or unanswered attempts are sent again with the same id
+// until ctx ends (or, without a deadline, the publisher's timeout passes); then the error wraps
+// ErrUnavailable and the event may be stored anyway. An error wrapping ErrRefused means sending
+// it again cannot help; after Close the error is ErrPublisherClosed. Publish is safe for
+// concurrent use.
 func (p *Publisher) Publish(ctx context.Context, ev schema.Event) (seq uint64, duplicate bool, err error) {
-	ack, err := p.publish(ctx, cenats.Msg(ev), ev.ID)
-	if err != nil {
+	ctx, cancel := p.bound(ctx)
+	defer cancel()
+	msg := p.message(ev)
+	ack, err := p.first(ctx, msg)
+	switch {
+	case err == nil:
+		return ack.Sequence, ack.Duplicate, nil
+	case errors.Is(err, ErrPublisherClosed):
+		return 0, false, err
+	case p.refused(ctx, msg, err):
+		return 0, false, fmt.Errorf("%w: %w", ErrRefused, err)
+	case ctx.Err() != nil:
+		return 0, false, fmt.Errorf("%w: after 1 attempt: %w", ErrUnavailable, err)
+	}
+	p.log.Debug().Err(err).Int("attempt", 1).Str("id", ev.ID).Msg("publish attempt failed")
+	if ack, err = p.publish(ctx, msg, ev.ID, 1); err != nil {
 		return 0, false, err
 	}
 	return ack.Sequence, ack.Duplicate, nil
 }
 
-func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) (*jetstream.PubAck, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.timeout)
-		defer cancel()
+// message is ev as the stream gets it. Its headers are complete before it is sent, and no
+// publish call is given options that would write them, because a committer may still be sending
+// it when its caller, tired of waiting, sends it again.
+func (p *Publisher) message(ev schema.Event) *nats.Msg {
+	msg := cenats.Msg(ev)
+	msg.Header[jetstream.ExpectedStreamHeader] = p.expect
+	return msg
+}
+
+// bound gives ctx the publisher's timeout when it has no deadline of its own.
+func (p *Publisher) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, p.timeout)
+}
+
+// attemptTimeout is how long one attempt may wait for its ack before the message is sent again.
+func (p *Publisher) attemptTimeout(ctx context.Context) time.Duration {
+	if p.attempt > 0 {
+		return p.attempt
 	}
 	deadline, _ := ctx.Deadline()
-	attempt := p.attempt
-	if attempt == 0 {
-		attempt = max(time.Until(deadline)/2, time.Millisecond)
+	return max(time.Until(deadline)/2, time.Millisecond)
+}
+
+// first is a Publish call's first attempt, made through the group commit.
+func (p *Publisher) first(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	r := &request{ctx: ctx, deadline: time.Now().Add(p.attemptTimeout(ctx)), msg: msg, out: make(chan answer, 1)}
+	open, err := p.submit(r)
+	switch {
+	case !open:
+		return nil, ErrPublisherClosed
+	case err != nil:
+		return nil, err
 	}
-	msgID := jetstream.WithMsgID(id)
-	tries := 0
+	select {
+	case a := <-r.out:
+		return a.ack, a.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// publish sends msg, one attempt at a time, until JetStream acknowledges it, ctx (which has a
+// deadline) ends or the error cannot heal. tries counts the attempts made before.
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, tries int) (*jetstream.PubAck, error) {
+	deadline, _ := ctx.Deadline()
+	attempt := p.attemptTimeout(ctx)
 	var last error
 	ack, err := backoff.Retry(ctx, func() (*jetstream.PubAck, error) {
 		tries++
 		actx, cancel := context.WithTimeout(ctx, attempt)
-		ack, err := p.js.PublishMsg(actx, msg, p.expect, msgID)
+		ack, err := p.js.PublishMsg(actx, msg)
 		cancel()
 		if err == nil {
 			return ack, nil
@@ -204,6 +271,8 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string) (*jet
 		return ack, nil
 	case errors.Is(err, ErrRefused):
 		return nil, err
+	case last == nil:
+		return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, tries, err)
 	default:
 		return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, tries, last)
 	}
@@ -260,8 +329,8 @@ func (p *Publisher) PublishAsync(ctx context.Context, ev schema.Event, done func
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	msg := cenats.Msg(ev)
-	fut, err := p.js.PublishMsgAsync(msg, p.expect, jetstream.WithMsgID(ev.ID))
+	msg := p.message(ev)
+	fut, err := p.js.PublishMsgAsync(msg)
 	// Never blocks: the queue holds as many entries as there are slots.
 	p.queue <- pending{msg: msg, id: ev.ID, fut: fut, err: err, done: done}
 	return nil
@@ -297,22 +366,34 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	return nil
 }
 
-// Close waits until every message of PublishAsync has an outcome. When ctx ends first it stops
-// waiting for acknowledgements and retrying, reports the messages still pending as failed
-// (they may be stored anyway), and returns ctx's error. It never closes the connection.
+// Close waits until every message of PublishAsync has an outcome and every Publish in flight
+// has its answer; later calls of either return ErrPublisherClosed. When ctx ends first it stops
+// waiting for acknowledgements and retrying, reports the PublishAsync messages still pending as
+// failed (they may be stored anyway), and returns ctx's error. It never closes the connection.
 func (p *Publisher) Close(ctx context.Context) error {
 	p.startAsync.Do(p.start)
 	if !p.closed {
 		p.closed = true
 		close(p.queue)
 	}
+	// A committer waits no longer than the attempts of the calls it holds.
+	committed := make(chan struct{})
+	go func() { p.closeGroups(); close(committed) }()
+	var err error
 	select {
 	case <-p.finished:
-		p.cancel()
+	case <-ctx.Done():
+		err = fmt.Errorf("close publisher: %w", ctx.Err())
+	}
+	p.cancel()
+	<-p.finished
+	if err != nil {
+		return err
+	}
+	select {
+	case <-committed:
 		return nil
 	case <-ctx.Done():
-		p.cancel()
-		<-p.finished
 		return fmt.Errorf("close publisher: %w", ctx.Err())
 	}
 }
@@ -337,7 +418,7 @@ func (p *Publisher) collect() {
 			}
 			p.log.Debug().Err(err).Str("id", pd.id).Msg("async publish failed, retrying")
 			ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
-			_, err := p.publish(ctx, pd.msg, pd.id)
+			_, err := p.publish(ctx, pd.msg, pd.id, 1)
 			cancel()
 			p.finish(pd, err)
 		}()

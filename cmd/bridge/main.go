@@ -151,6 +151,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	if err := srv.ShutdownWithContext(sctx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
 	}
+	if err := pub.Close(sctx); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
 	if err := drain(sctx, nc); err != nil {
 		runErr = errors.Join(runErr, err)
 	}
