@@ -19,14 +19,16 @@ import (
 // bridgeMetrics are the Prometheus metrics the bridge serves on /metrics, with their types.
 func bridgeMetrics() map[string]string {
 	return map[string]string{
-		"ayrbridge_http_requests_total":      "counter",
-		"ayrbridge_events_total":             "counter",
-		"ayrbridge_duplicates_total":         "counter",
-		"ayrbridge_signature_failures_total": "counter",
-		"ayrbridge_publish_duration_seconds": "histogram",
-		"ayrbridge_http_in_flight_requests":  "gauge",
-		"ayrbridge_nats_connected":           "gauge",
-		"ayrbridge_nats_reconnects_total":    "counter",
+		"ayrbridge_http_requests_total":        "counter",
+		"ayrbridge_events_total":               "counter",
+		"ayrbridge_duplicates_total":           "counter",
+		"ayrbridge_signature_failures_total":   "counter",
+		"ayrbridge_publish_duration_seconds":   "histogram",
+		"ayrbridge_http_in_flight_requests":    "gauge",
+		"ayrbridge_nats_connected":             "gauge",
+		"ayrbridge_nats_reconnects_total":      "counter",
+		"ayrbridge_publish_groups_total":       "counter",
+		"ayrbridge_publish_group_events_total": "counter",
 	}
 }
 

@@ -182,3 +182,18 @@ func await(r *request, fut jetstream.PubAckFuture, timer *time.Timer) answer {
 		}
 	}
 }
+
+// Stats is what a Publisher's group commit has done so far.
+type Stats struct {
+	Groups  uint64 // groups of Publish calls sent to JetStream together
+	Events  uint64 // events sent in those groups: Events/Groups is the mean group size
+	Waiting int    // Publish calls queued for the next group now
+}
+
+// Stats reports the group commit's counts.
+func (p *Publisher) Stats() Stats {
+	g := &p.groups
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return Stats{Groups: g.stats.groups.Load(), Events: g.stats.messages.Load(), Waiting: len(g.queue)}
+}

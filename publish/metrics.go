@@ -5,36 +5,49 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ConnCollector exports a connection's state at scrape time, so the publish path pays nothing.
-type ConnCollector struct {
+// Collector exports the NATS side's state at scrape time, so the publish path pays nothing:
+// the connection's state and reconnects, and the publisher's group commit counts.
+type Collector struct {
 	nc         *nats.Conn
+	p          *Publisher
 	connected  *prometheus.Desc
 	reconnects *prometheus.Desc
+	groups     *prometheus.Desc
+	events     *prometheus.Desc
 }
 
-// NewConnCollector returns a collector of nc's connection state and reconnect count.
-func NewConnCollector(nc *nats.Conn) *ConnCollector {
-	return &ConnCollector{
+// NewCollector returns a collector of nc's connection state and p's groups.
+func NewCollector(nc *nats.Conn, p *Publisher) *Collector {
+	desc := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &Collector{
 		nc: nc,
-		connected: prometheus.NewDesc("ayrbridge_nats_connected",
-			"1 when the NATS connection is up, 0 while it is down or reconnecting.", nil, nil),
-		reconnects: prometheus.NewDesc("ayrbridge_nats_reconnects_total",
-			"Times the NATS connection was re-established.", nil, nil),
+		p:  p,
+		connected: desc("ayrbridge_nats_connected",
+			"1 when the NATS connection is up, 0 while it is down or reconnecting."),
+		reconnects: desc("ayrbridge_nats_reconnects_total", "Times the NATS connection was re-established."),
+		groups: desc("ayrbridge_publish_groups_total",
+			"Groups of webhooks sent to JetStream together (group commit)."),
+		events: desc("ayrbridge_publish_group_events_total",
+			"Events sent in those groups; divided by the groups, the mean group size."),
 	}
 }
 
 // Describe implements prometheus.Collector.
-func (c *ConnCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.connected
-	ch <- c.reconnects
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.connected, c.reconnects, c.groups, c.events} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
-func (c *ConnCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	up := 0.0
 	if c.nc.IsConnected() {
 		up = 1
 	}
+	s := c.p.Stats()
 	ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, up)
 	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(c.nc.Stats().Reconnects))
+	ch <- prometheus.MustNewConstMetric(c.groups, prometheus.CounterValue, float64(s.Groups))
+	ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(s.Events))
 }

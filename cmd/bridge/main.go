@@ -101,7 +101,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		publish.NewConnCollector(nc))
+		publish.NewCollector(nc, pub))
 	metrics, err := ingest.NewMetrics(reg)
 	if err != nil {
 		return err

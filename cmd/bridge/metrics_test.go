@@ -39,7 +39,7 @@ func TestMetricNamesMatchDashboard(t *testing.T) {
 	if !slices.Equal(exported, used) {
 		t.Fatalf("the bridge exports %v\nthe dashboard uses %v", exported, used)
 	}
-	if len(exported) != 8 {
-		t.Fatalf("exported %d ayrbridge_ families, want 8: %v", len(exported), exported)
+	if len(exported) != 10 {
+		t.Fatalf("exported %d ayrbridge_ families, want 10: %v", len(exported), exported)
 	}
 }
