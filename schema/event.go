@@ -85,8 +85,11 @@ func NewEvent(body []byte, meta Meta) (Event, error) {
 		}
 	}
 	action, qualifier := Token(env.Action), Token(Qualifier(env))
-	t, perr := time.Parse(time.RFC3339Nano, env.Created)
-	if perr != nil {
+	var t time.Time
+	if env.Created != "" { // not parsed when absent: time.Parse allocates its error
+		t, _ = time.Parse(time.RFC3339Nano, env.Created) // unparseable: the zero time
+	}
+	if t.IsZero() {
 		t = meta.ReceivedAt
 		if t.IsZero() {
 			t = time.Now()

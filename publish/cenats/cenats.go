@@ -63,9 +63,18 @@ func extensionHeader(name string) string {
 // Header returns ev's CloudEvents binary-mode headers plus Nats-Msg-Id (the event id), so
 // JetStream stores a redelivered event once.
 func Header(ev schema.Event) nats.Header {
-	h := make(nats.Header, 16)
+	exts := ev.Extensions()
+	n := 9 // the fixed entries, and one for the publisher's Nats-Expected-Stream
+	for _, x := range exts {
+		if x.Value != "" {
+			n++
+		}
+	}
+	// Sized exactly: a map's memory doubles past each power of two (BenchmarkMsg: 1.8 KB with
+	// room for 16 entries, half that for the usual 11).
+	h := make(nats.Header, n)
 	// One array backs every value slice: a header costs two allocations, not one per entry.
-	vals := make([]string, 0, 16)
+	vals := make([]string, 0, n)
 	set := func(k, v string) {
 		if v != "" {
 			vals = append(vals, v)
@@ -80,7 +89,7 @@ func Header(ev schema.Event) nats.Header {
 	set(HeaderContentType, schema.ContentType)
 	set(nats.MsgIdHdr, ev.ID)
 	set(HeaderDataSchema, schema.DataSchema(ev.Env.Action))
-	for _, x := range ev.Extensions() {
+	for _, x := range exts {
 		set(extensionHeader(x.Name), x.Value)
 	}
 	return h
