@@ -63,6 +63,9 @@ type Publisher struct {
 	streak     atomic.Int64
 	// unavailable is set after maxStreak failures in a row.
 	unavailable atomic.Bool
+	// noStream is the last lookup's answer to "does no stream take this subject?": once
+	// unavailable, failures are no longer looked up one by one and this answer stands for them.
+	noStream atomic.Bool
 }
 
 type pending struct {
@@ -293,20 +296,29 @@ func retryPolicy() *backoff.ExponentialBackOff {
 // what a stream between two leaders answers, so only the JetStream API, which knows every
 // stream, can tell that none takes the subject.
 func (p *Publisher) refused(ctx context.Context, msg *nats.Msg, err error) bool {
+	refused, ask := refusal(err)
+	if !ask {
+		return refused
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, lerr := p.js.StreamNameBySubject(lctx, msg.Subject)
+	refused = errors.Is(lerr, jetstream.ErrStreamNotFound)
+	p.noStream.Store(refused)
+	return refused
+}
+
+// refusal classifies err without asking the server: refused for good, or (ask) refused only
+// if no stream takes the subject.
+func refusal(err error) (refused, ask bool) {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.ErrorCode == errCodeStreamNotMatch || apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+		return apiErr.ErrorCode == errCodeStreamNotMatch || apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum, false
 	}
 	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) {
-		return true
+		return true, false
 	}
-	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, lerr := p.js.StreamNameBySubject(lctx, msg.Subject)
-		return errors.Is(lerr, jetstream.ErrStreamNotFound)
-	}
-	return false
+	return false, errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // PublishAsync sends ev and returns once it is on its way; it blocks while the window is full.
@@ -406,6 +418,9 @@ func (p *Publisher) collect() {
 	for pd := range p.queue {
 		err := p.await(pd)
 		if err == nil || p.ctx.Err() != nil || p.unavailable.Load() {
+			if refused, ask := refusal(err); err != nil && (refused || ask && p.noStream.Load()) {
+				err = fmt.Errorf("%w: %w", ErrRefused, err)
+			}
 			p.finish(pd, err)
 			continue
 		}
