@@ -163,6 +163,18 @@ func TestRunAcksSoNothingIsRedelivered(t *testing.T) {
 		t.Errorf("second run printed %q, want only the note on -since", got)
 	}
 	publishEvents(t, js, fixture(t, "batch"))
+	// The consumer learns of a new message a moment after the stream stored it, and -once goes
+	// by the consumer's count: wait until it counts the batch event.
+	natstest.Eventually(t, 5*time.Second, func() error {
+		cons, err := js.Consumer(t.Context(), stream, "acks")
+		if err != nil {
+			return err
+		}
+		if ci, err := cons.Info(t.Context()); err != nil || ci.NumPending != 1 {
+			return fmt.Errorf("consumer info %v, error %v: want 1 pending", ci, err)
+		}
+		return nil
+	})
 	got := lines(consume(t, cfg))
 	if len(got) != 2 || !strings.Contains(got[1], "subject=ayrshare.batch.batch id=dI3PNhrG83j2FzAFJqkb") {
 		t.Errorf("third run printed %q, want the note and the new batch event only", got)
