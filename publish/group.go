@@ -45,6 +45,7 @@ type groups struct {
 
 	start sync.Once
 	// mu makes closing queue and sending on it exclusive, so no Publish sends on a closed queue.
+	// queue itself is made by NewPublisher and never replaced, so Stats reads it without mu.
 	mu      sync.RWMutex
 	closed  bool
 	queue   chan *request
@@ -63,11 +64,11 @@ func (s *groupStats) add(n int) {
 	s.messages.Add(uint64(n))
 }
 
-// submit queues r for a committer; false means the publisher is closed.
-func (p *Publisher) submit(r *request) (bool, error) {
+// submit queues r for a committer, starting the committers on first use. It fails with
+// ErrPublisherClosed after Close, or with ctx's error while the queue is full.
+func (p *Publisher) submit(r *request) error {
 	g := &p.groups
 	g.start.Do(func() {
-		g.queue = make(chan *request, g.size*g.inFlight)
 		g.stopped.Add(g.inFlight)
 		for range g.inFlight {
 			go p.commit()
@@ -76,22 +77,22 @@ func (p *Publisher) submit(r *request) (bool, error) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	if g.closed {
-		return false, nil
+		return ErrPublisherClosed
 	}
 	select {
 	case g.queue <- r:
-		return true, nil
+		return nil
 	case <-r.ctx.Done():
-		return true, r.ctx.Err()
+		return r.ctx.Err()
 	}
 }
 
 // closeGroups lets the committers finish what is queued and stop.
 func (p *Publisher) closeGroups() {
 	g := &p.groups
-	g.start.Do(func() {}) // a publisher that never published has no committer
+	g.start.Do(func() {}) // a publisher that never published starts no committer now
 	g.mu.Lock()
-	if !g.closed && g.queue != nil {
+	if !g.closed {
 		close(g.queue)
 	}
 	g.closed = true
@@ -193,7 +194,5 @@ type Stats struct {
 // Stats reports the group commit's counts.
 func (p *Publisher) Stats() Stats {
 	g := &p.groups
-	g.mu.RLock()
-	defer g.mu.RUnlock()
 	return Stats{Groups: g.stats.groups.Load(), Events: g.stats.messages.Load(), Waiting: len(g.queue)}
 }

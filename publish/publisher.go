@@ -168,6 +168,7 @@ func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, err
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	p.js = js
+	p.groups.queue = make(chan *request, p.groups.size*p.groups.inFlight)
 	return p, nil
 }
 
@@ -229,11 +230,7 @@ func (p *Publisher) attemptTimeout(ctx context.Context) time.Duration {
 // first is a Publish call's first attempt, made through the group commit.
 func (p *Publisher) first(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	r := &request{ctx: ctx, deadline: time.Now().Add(p.attemptTimeout(ctx)), msg: msg, out: make(chan answer, 1)}
-	open, err := p.submit(r)
-	switch {
-	case !open:
-		return nil, ErrPublisherClosed
-	case err != nil:
+	if err := p.submit(r); err != nil {
 		return nil, err
 	}
 	select {
