@@ -16,7 +16,8 @@ import (
 // more), sends it all with PublishMsgAsync, and answers each caller from its own PubAck; while
 // those acks are on their way the next callers queue up, so groups grow with the load and stay
 // single messages when it is light. nats-server then reads, stores and acknowledges many
-// messages per wake-up instead of one.
+// messages per wake-up instead of one. A few committers take turns, so a call that arrives
+// while one committer's group is on its way goes out with the next idle one instead of waiting.
 
 // request is one Publish call's first attempt, queued for a committer.
 type request struct {

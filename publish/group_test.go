@@ -95,7 +95,8 @@ func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 	ns := natstest.RunServer(t, "")
 	nc, _ := natstest.Connect(t, ns)
 	a := newAcker(t, ns)
-	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(5*time.Second), publish.WithAttemptTimeout(time.Second))
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(5*time.Second), publish.WithAttemptTimeout(time.Second),
+		publish.WithGroupsInFlight(1))
 
 	var mu sync.Mutex
 	results := map[string]chan outcome{}
@@ -183,6 +184,45 @@ func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 		t.Errorf("lost = %+v, want seq 3 on its second attempt", o)
 	}
 	a.none(200 * time.Millisecond)
+}
+
+// TestGroupIdleCommitterTakesTheNextCall holds one committer's ack: with a second committer
+// the next call is sent at once instead of waiting for that ack, and each gets its own answer.
+func TestGroupIdleCommitterTakesTheNextCall(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	nc, _ := natstest.Connect(t, ns)
+	a := newAcker(t, ns)
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(2))
+	publishIn := func(id string) <-chan outcome {
+		ch := make(chan outcome, 1)
+		go func() {
+			seq, dup, err := p.Publish(t.Context(), feed(t, id))
+			ch <- outcome{seq, dup, err}
+		}()
+		return ch
+	}
+	wait := func(ch <-chan outcome) outcome {
+		t.Helper()
+		select {
+		case o := <-ch:
+			return o
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer in 5s")
+			return outcome{}
+		}
+	}
+	first := publishIn("first")
+	held, _ := a.next(1)
+	second := publishIn("second")
+	sent, _ := a.next(1) // with one committer this would time out: second waits for first's ack
+	a.reply(sent["second"], `{"stream":"AYRSHARE","seq":2}`)
+	if o := wait(second); o.err != nil || o.seq != 2 {
+		t.Errorf("second = %+v, want seq 2 while first's ack is held", o)
+	}
+	a.reply(held["first"], `{"stream":"AYRSHARE","seq":1}`)
+	if o := wait(first); o.err != nil || o.seq != 1 {
+		t.Errorf("first = %+v, want seq 1", o)
+	}
 }
 
 // TestGroupServerKilled kills nats-server (SIGKILL, a real process) while groups are in

@@ -5,6 +5,7 @@
 //
 //	go run ./bench/run                       # 3 rounds of 8 s at 8 and 64 connections
 //	go run ./bench/run -out /tmp/results.md  # also write the tables as Markdown (paste into bench/RESULTS.md)
+//	go run ./bench/run -before /tmp/before   # also drive a bridge built from an earlier commit, as "before"
 package main
 
 import (
@@ -36,6 +37,7 @@ type options struct {
 	servers  []string
 	out      string
 	dir      string
+	before   string // a bridge binary built from an earlier commit, driven as server "before"
 }
 
 func main() {
@@ -48,6 +50,7 @@ func main() {
 	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server), embedded-sync (embedded with NATS_EMBEDDED_SYNC_ALWAYS)")
 	flag.StringVar(&o.out, "out", "", "also write the result tables as Markdown to this file")
 	flag.StringVar(&o.dir, "dir", "bench/out", "build and data directory")
+	flag.StringVar(&o.before, "before", "", "a bridge binary built from an earlier commit (go build -o /tmp/before ./cmd/bridge in a worktree), driven on the external nats-server as server \"before\"")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -57,6 +60,12 @@ func main() {
 		o.conns = append(o.conns, n)
 	}
 	o.servers = strings.Split(servers, ",")
+	if o.before != "" && !slices.Contains(o.servers, "before") {
+		o.servers = append([]string{"before"}, o.servers...)
+	}
+	if slices.Contains(o.servers, "before") && o.before == "" {
+		fatal(fmt.Errorf("server before needs -before BIN"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -80,6 +89,8 @@ type sample struct {
 	peakRSS     int64         // bytes
 	ok, stored  int
 	errors      int
+	groups      float64 // publish groups the bridge committed during the run (0: not exported)
+	grouped     float64 // events in those groups
 }
 
 func run(ctx context.Context, o options) error {
@@ -117,17 +128,19 @@ func run(ctx context.Context, o options) error {
 	var samples []sample
 	for round := 1; round <= o.rounds; round++ {
 		for _, conns := range o.conns {
-			for _, srv := range o.servers {
+			for i, srv := range o.servers {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				prefix := fmt.Sprintf("%c%d%03d", srv[0], round, conns)
+				// Ids unique across servers: a purge keeps the stream's dedup window, so a server
+				// reusing another's ids would get duplicate answers and store nothing.
+				prefix := fmt.Sprintf("s%d%d%03d", i, round, conns)
 				s, err := measure(ctx, o, bins, srv, conns, prefix, natsURL, natsProc, stream)
 				if err != nil {
 					return fmt.Errorf("round %d, %s at %d connections: %w", round, srv, conns, err)
 				}
-				fmt.Printf("round %d  %-13s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu/event %6.1f µs  rss %5.1f MB  2xx %d = stored %d  errors %d\n",
-					round, srv, conns, s.rps, ms(s.p50), ms(s.p99), us(s.cpuPerEvent), mb(s.peakRSS), s.ok, s.stored, s.errors)
+				fmt.Printf("round %d  %-13s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu/event %6.1f µs  nats %6.1f µs  rss %5.1f MB  2xx %d = stored %d  errors %d\n",
+					round, srv, conns, s.rps, ms(s.p50), ms(s.p99), us(s.cpuPerEvent), us(s.natsCPU), mb(s.peakRSS), s.ok, s.stored, s.errors)
 				samples = append(samples, s)
 			}
 		}
@@ -149,11 +162,15 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	countURL := natsURL
 	external := true
 	switch srv {
-	case "bridge":
+	case "bridge", "before":
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
-		p, err = harness.Start(bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
+		bin := bins["bridge"]
+		if srv == "before" {
+			bin = o.before
+		}
+		p, err = harness.Start(bin, []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
 	case "naive":
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
@@ -192,12 +209,25 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	if err != nil {
 		return sample{}, err
 	}
+	groupCounters := []string{"ayrbridge_publish_groups_total", "ayrbridge_publish_group_events_total"}
+	var g0 map[string]float64
+	if srv != "naive" {
+		if g0, err = harness.Counters(ctx, addr, groupCounters...); err != nil {
+			return sample{}, err
+		}
+	}
 	cpu0, nats0 := harness.CPU(p.Pid()), harness.CPU(natsProc.Pid())
 	res, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.duration, Prefix: prefix})
 	if err != nil {
 		return sample{}, err
 	}
 	cpu1, nats1 := harness.CPU(p.Pid()), harness.CPU(natsProc.Pid())
+	var g1 map[string]float64
+	if srv != "naive" {
+		if g1, err = harness.Counters(ctx, addr, groupCounters...); err != nil {
+			return sample{}, err
+		}
+	}
 	after, err := harness.StoredCount(ctx, js)
 	if err != nil {
 		return sample{}, err
@@ -205,6 +235,7 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	s := sample{
 		server: srv, conns: conns, rps: res.RPS(), p50: res.Percentile(50), p99: res.Percentile(99),
 		peakRSS: harness.PeakRSS(p.Pid()), ok: res.OK, stored: int(after - before), errors: res.Errors,
+		groups: g1[groupCounters[0]] - g0[groupCounters[0]], grouped: g1[groupCounters[1]] - g0[groupCounters[1]],
 	}
 	for _, n := range res.Non2xx {
 		s.errors += n
@@ -236,6 +267,7 @@ type agg struct {
 	rps, p50, p99, cpu, natsCPU float64
 	rss                         int64
 	ok, stored, errors          int
+	groups, grouped             float64
 }
 
 func aggregate(samples []sample, server string, conns int) (agg, bool) {
@@ -252,6 +284,8 @@ func aggregate(samples []sample, server string, conns int) (agg, bool) {
 		a.ok += s.ok
 		a.stored += s.stored
 		a.errors += s.errors
+		a.groups += s.groups
+		a.grouped += s.grouped
 	}
 	if len(rps) == 0 {
 		return a, false
@@ -269,17 +303,21 @@ func summarize(o options, samples []sample) string {
 		base, haveBase := aggregate(samples, "naive", conns)
 		fmt.Fprintf(&b, "### %d connections\n\n", conns)
 		if haveBase {
-			b.WriteString("| ratio vs naive | req/s | p99 | CPU per event |\n|---|---|---|---|\n")
+			b.WriteString("| ratio vs naive | req/s | p50 | p99 | CPU per event | nats-server CPU per event |\n|---|---|---|---|---|---|\n")
 			for _, srv := range o.servers {
 				a, ok := aggregate(samples, srv, conns)
 				if !ok || srv == "naive" {
 					continue
 				}
-				fmt.Fprintf(&b, "| %s | %.2fx | %.2fx | %.2fx |\n", srv, a.rps/base.rps, a.p99/base.p99, a.cpu/base.cpu)
+				natsRatio := "in process"
+				if a.natsCPU > 0 && base.natsCPU > 0 {
+					natsRatio = fmt.Sprintf("%.2fx", a.natsCPU/base.natsCPU)
+				}
+				fmt.Fprintf(&b, "| %s | %.2fx | %.2fx | %.2fx | %.2fx | %s |\n", srv, a.rps/base.rps, a.p50/base.p50, a.p99/base.p99, a.cpu/base.cpu, natsRatio)
 			}
 			b.WriteString("\n")
 		}
-		b.WriteString("| server | req/s | p50 ms | p99 ms | CPU/event µs (HTTP process) | nats-server CPU/event µs | peak RSS MB | 2xx | stored | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| server | req/s | p50 ms | p99 ms | CPU/event µs (HTTP process) | nats-server CPU/event µs | mean group | peak RSS MB | 2xx | stored | errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, srv := range o.servers {
 			a, ok := aggregate(samples, srv, conns)
 			if !ok {
@@ -289,22 +327,15 @@ func summarize(o options, samples []sample) string {
 			if a.natsCPU == 0 {
 				natsCPU = "in process"
 			}
-			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.1f | %s | %.1f | %d | %d | %d |\n",
-				srv, a.rps, a.p50, a.p99, a.cpu, natsCPU, mb(a.rss), a.ok, a.stored, a.errors)
+			group := "-"
+			if a.groups > 0 {
+				group = fmt.Sprintf("%.1f", a.grouped/a.groups)
+			}
+			fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.1f | %s | %s | %.1f | %d | %d | %d |\n",
+				srv, a.rps, a.p50, a.p99, a.cpu, natsCPU, group, mb(a.rss), a.ok, a.stored, a.errors)
 		}
 		b.WriteString("\n")
-		bridge, okB := aggregate(samples, "bridge", conns)
-		if haveBase && okB {
-			if conns >= 64 {
-				verdicts = append(verdicts,
-					verdict(bridge.rps >= 1.3*base.rps, "throughput at %d connections: bridge %.0f req/s = %.2fx naive (target >= 1.3x)", conns, bridge.rps, bridge.rps/base.rps),
-					verdict(bridge.p99 <= base.p99, "p99 at %d connections: bridge %.2f ms vs naive %.2f ms (target: no worse)", conns, bridge.p99, base.p99))
-			}
-			verdicts = append(verdicts, verdict(bridge.cpu <= 0.6*base.cpu, "CPU per stored event at %d connections: bridge %.1f µs = %.2fx naive %.1f µs (target <= 0.6x)", conns, bridge.cpu, bridge.cpu/base.cpu, base.cpu))
-		}
-		if emb, okE := aggregate(samples, "embedded", conns); okE && okB {
-			verdicts = append(verdicts, verdict(emb.rps >= 0.8*bridge.rps, "embedded default at %d connections: %.0f req/s = %.2fx the external-server figure (target: at least 0.8x)", conns, emb.rps, emb.rps/bridge.rps))
-		}
+		verdicts = append(verdicts, targets(samples, conns)...)
 	}
 	lost := false
 	for _, s := range samples {
@@ -313,6 +344,33 @@ func summarize(o options, samples []sample) string {
 	verdicts = append(verdicts, verdict(!lost, "every run: events stored = 2xx answers"))
 	b.WriteString("### Targets\n\n```\n" + strings.Join(verdicts, "\n") + "\n```\n")
 	return b.String()
+}
+
+// targets are the PASS/FAIL lines of one connection count: against the naive baseline those of
+// the first version (CPU) and of group commit (throughput, nats-server CPU at 64 connections),
+// against an earlier build (-before) that latency and light load did not get worse.
+func targets(samples []sample, conns int) []string {
+	var out []string
+	base, haveBase := aggregate(samples, "naive", conns)
+	bridge, okB := aggregate(samples, "bridge", conns)
+	if haveBase && okB {
+		if conns >= 64 {
+			out = append(out,
+				verdict(bridge.rps >= 1.9*base.rps, "throughput at %d connections: bridge %.0f req/s = %.2fx naive (target >= 1.9x)", conns, bridge.rps, bridge.rps/base.rps),
+				verdict(bridge.natsCPU <= 0.75*base.natsCPU, "nats-server CPU per stored event at %d connections: bridge %.1f µs = %.2fx naive %.1f µs (target <= 0.75x)", conns, bridge.natsCPU, bridge.natsCPU/base.natsCPU, base.natsCPU),
+				verdict(bridge.p99 <= base.p99, "p99 at %d connections: bridge %.2f ms vs naive %.2f ms (target: no worse)", conns, bridge.p99, base.p99))
+		}
+		out = append(out, verdict(bridge.cpu <= 0.6*base.cpu, "CPU per stored event at %d connections: bridge %.1f µs = %.2fx naive %.1f µs (target <= 0.6x)", conns, bridge.cpu, bridge.cpu/base.cpu, base.cpu))
+	}
+	if old, okO := aggregate(samples, "before", conns); okO && okB {
+		out = append(out,
+			verdict(bridge.p50 <= old.p50 && bridge.p99 <= old.p99, "latency at %d connections: p50 %.2f / p99 %.2f ms vs before %.2f / %.2f ms (target: no worse)", conns, bridge.p50, bridge.p99, old.p50, old.p99),
+			verdict(bridge.rps >= 0.95*old.rps, "throughput at %d connections: %.0f req/s = %.2fx before (target: no regression, >= 0.95x)", conns, bridge.rps, bridge.rps/old.rps))
+	}
+	if emb, okE := aggregate(samples, "embedded", conns); okE && okB {
+		out = append(out, verdict(emb.rps >= 0.8*bridge.rps, "embedded default at %d connections: %.0f req/s = %.2fx the external-server figure (target: at least 0.8x)", conns, emb.rps, emb.rps/bridge.rps))
+	}
+	return out
 }
 
 func verdict(pass bool, format string, args ...any) string {
