@@ -118,7 +118,7 @@ func WithGroupSize(n int) Option {
 // WithGroupsInFlight sets how many groups of Publish calls may await their acknowledgements at
 // once (default 8). Each committer forms its next group while its last is on its way, which
 // makes groups grow under load; with one committer a call arriving then waits a whole round
-// trip, which cost 15 % of the throughput at 8 connections (docs/performance.md).
+// trip, which cost 12 % of the throughput at 8 connections (docs/performance.md).
 func WithGroupsInFlight(n int) Option {
 	return func(p *Publisher) error { p.groups.inFlight = n; return positive("groups in flight", n) }
 }
