@@ -41,12 +41,12 @@ func (cfg ConnConfig) LogDict() *zerolog.Event {
 	case cfg.Token != "":
 		auth = "token"
 	}
-	return zerolog.Dict().Strs("urls", redactURLs(cfg.URLs)).Str("auth", auth).
+	return zerolog.Dict().Strs("urls", RedactURLs(cfg.URLs)).Str("auth", auth).
 		Bool("tls_client_cert", cfg.TLSCert != "").Str("tls_ca", cfg.TLSCA)
 }
 
-// redactURLs hides any user:password embedded in server URLs.
-func redactURLs(urls []string) []string {
+// RedactURLs hides any user:password embedded in server URLs.
+func RedactURLs(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
 		if at := strings.LastIndex(u, "@"); at >= 0 {

@@ -1,10 +1,15 @@
 package publish
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,9 +25,87 @@ type EmbeddedConfig struct {
 	// the file before the ack (so a killed process loses nothing) but the OS may hold it in its
 	// page cache for up to the sync interval, which only a power or kernel failure can lose.
 	SyncAlways bool
-	// Domain is the JetStream domain; empty for a standalone server. Reserved for the edge
-	// store-and-forward topology where a hub sources from this server over a leaf node.
+	// Name is the server name; empty means "ayrbridge-embedded". An edge's must be unique
+	// among the hub's leaf nodes.
+	Name string
+	// Domain is the JetStream domain; empty for a standalone server. An edge has its own, so
+	// that its JetStream API is reachable from the hub as $JS.<domain>.API and no other's.
 	Domain string
+	// MaxStore caps the JetStream file store in bytes (0: the server's default, 75 % of the
+	// disk). An edge sets it so that a full disk cannot disable JetStream.
+	MaxStore int64
+	// Hub, when set, makes the server a leaf node of a hub: the edge role.
+	Hub *HubLink
+}
+
+// HubLink is how an edge's server dials its hub. The leaf connection never carries the
+// subjects in Deny, so a publish at the edge is stored by the edge's stream only and reaches the
+// hub through sourcing, once.
+type HubLink struct {
+	URLs     []*url.URL // nats-leaf://, tls://, ws:// or wss:// leaf URLs of the hub
+	Creds    string     // path to a .creds file
+	NKeySeed string     // path to an nkey seed file
+	TLSCA    string     // path to the CA bundle that signs the hub's leaf certificate
+	TLSCert  string     // path to a client certificate (with TLSKey)
+	TLSKey   string
+	Deny     []string      // subjects kept off the link in both directions
+	Redial   time.Duration // pause between attempts to reach the hub; 0 means 2s
+}
+
+// ParseHubURLs parses comma-split leaf URLs, refusing schemes a leaf remote cannot dial.
+func ParseHubURLs(raw []string) ([]*url.URL, error) {
+	var out []*url.URL
+	var errs []error
+	for _, r := range raw {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		u, err := url.Parse(r)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("hub url %q: %w", r, err))
+		case !slices.Contains([]string{"nats-leaf", "nats", "tls", "ws", "wss"}, u.Scheme):
+			errs = append(errs, fmt.Errorf("hub url %q: scheme must be nats-leaf, tls, ws or wss", r))
+		case u.Host == "":
+			errs = append(errs, fmt.Errorf("hub url %q: no host", r))
+		default:
+			out = append(out, u)
+		}
+	}
+	if len(errs) == 0 && len(out) == 0 {
+		errs = append(errs, errors.New("hub url: none given"))
+	}
+	return out, errors.Join(errs...)
+}
+
+func (h *HubLink) remote() (*server.RemoteLeafOpts, error) {
+	r := &server.RemoteLeafOpts{
+		URLs:        h.URLs,
+		Credentials: h.Creds,
+		DenyImports: h.Deny,
+		DenyExports: h.Deny,
+		// A hub behind a load balancer, or a test's proxy, advertises addresses the edge must
+		// not dial around it.
+		IgnoreDiscoveredServers: true,
+	}
+	if h.NKeySeed != "" {
+		seed, err := os.ReadFile(h.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("hub nkey seed: %w", err)
+		}
+		r.Nkey = strings.TrimSpace(string(seed))
+	}
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		return nil, errors.New("hub tls: client certificate and key must be given together")
+	}
+	if h.TLSCA != "" || h.TLSCert != "" || slices.ContainsFunc(h.URLs, func(u *url.URL) bool { return u.Scheme == "tls" || u.Scheme == "wss" }) {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CaFile: h.TLSCA, CertFile: h.TLSCert, KeyFile: h.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("hub tls: %w", err)
+		}
+		r.TLS, r.TLSConfig = true, tc
+	}
+	return r, nil
 }
 
 // StartEmbedded starts a JetStream-enabled nats-server and waits until it takes connections.
@@ -49,16 +132,29 @@ func StartEmbedded(cfg EmbeddedConfig, log zerolog.Logger) (*server.Server, erro
 		}
 		l.Close()
 	}
+	name := cfg.Name
+	if name == "" {
+		name = "ayrbridge-embedded"
+	}
 	opts := &server.Options{
-		ServerName:      "ayrbridge-embedded",
-		Host:            host,
-		Port:            port,
-		JetStream:       true,
-		JetStreamDomain: cfg.Domain,
-		StoreDir:        cfg.StoreDir,
-		MaxPayload:      cfg.MaxPayload,
-		SyncAlways:      cfg.SyncAlways,
-		NoSigs:          true, // the bridge owns signal handling
+		ServerName:        name,
+		Host:              host,
+		Port:              port,
+		JetStream:         true,
+		JetStreamDomain:   cfg.Domain,
+		StoreDir:          cfg.StoreDir,
+		MaxPayload:        cfg.MaxPayload,
+		SyncAlways:        cfg.SyncAlways,
+		NoSigs:            true, // the bridge owns signal handling
+		JetStreamMaxStore: cfg.MaxStore,
+	}
+	if cfg.Hub != nil {
+		r, err := cfg.Hub.remote()
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{r}
+		opts.LeafNode.ReconnectInterval = cmp.Or(cfg.Hub.Redial, 2*time.Second)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

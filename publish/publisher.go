@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,12 +26,21 @@ var ErrUnavailable = errors.New("jetstream unavailable")
 // takes its subject, the stream that does is not the publisher's, or it is too large.
 var ErrRefused = errors.New("jetstream refused the message")
 
+// ErrStreamFull means the stream is at its byte budget and refuses new messages (an edge whose
+// backlog waits for the hub). It comes wrapped with ErrUnavailable: sending again later, once
+// the backlog drained, succeeds, and sending again now cannot.
+var ErrStreamFull = errors.New("stream is full")
+
 // ErrPublisherClosed is returned by PublishAsync after Close.
 var ErrPublisherClosed = errors.New("publisher closed")
 
 // errCodeStreamNotMatch is JetStream's answer to a Nats-Expected-Stream naming another stream
 // than the one the subject goes to (nats-server's JSStreamNotMatchErr; nats.go names no constant).
 const errCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// errCodeStoreFailed is JetStream's answer when a stream could not store a message: with
+// discard-new at its limits that is "maximum bytes exceeded" (JSStreamStoreFailedF).
+const errCodeStoreFailed jetstream.ErrorCode = 10077
 
 // Publisher stores events in one stream through nats.go's jetstream API, each with its event id
 // as Nats-Msg-Id and the stream as Nats-Expected-Stream, so a message is stored once within the
@@ -190,6 +200,8 @@ func (p *Publisher) Publish(ctx context.Context, ev schema.Event) (seq uint64, d
 		return ack.Sequence, ack.Duplicate, nil
 	case errors.Is(err, ErrPublisherClosed):
 		return 0, false, err
+	case full(err):
+		return 0, false, fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrStreamFull, err)
 	case p.refused(ctx, msg, err):
 		return 0, false, fmt.Errorf("%w: %w", ErrRefused, err)
 	case ctx.Err() != nil:
@@ -257,6 +269,9 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, tries
 			return ack, nil
 		}
 		last = err
+		if full(err) {
+			return nil, backoff.Permanent(fmt.Errorf("%w: %w: %w", ErrUnavailable, ErrStreamFull, err))
+		}
 		if p.refused(ctx, msg, err) {
 			return nil, backoff.Permanent(fmt.Errorf("%w: %w", ErrRefused, err))
 		}
@@ -270,7 +285,7 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, tries
 	switch {
 	case err == nil:
 		return ack, nil
-	case errors.Is(err, ErrRefused):
+	case errors.Is(err, ErrRefused), errors.Is(err, ErrStreamFull):
 		return nil, err
 	case last == nil:
 		return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, tries, err)
@@ -304,6 +319,13 @@ func (p *Publisher) refused(ctx context.Context, msg *nats.Msg, err error) bool 
 	refused = errors.Is(lerr, jetstream.ErrStreamNotFound)
 	p.noStream.Store(refused)
 	return refused
+}
+
+// full reports whether err is a stream at its limits refusing new messages: an answer that
+// holds until consumers remove some, so retrying within the caller's deadline only adds load.
+func full(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed && strings.HasPrefix(apiErr.Description, "maximum ")
 }
 
 // refusal classifies err without asking the server: refused for good, or (ask) refused only

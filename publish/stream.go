@@ -21,6 +21,12 @@ type StreamConfig struct {
 	Replicas    int           // 1 for a single server, 3 for a cluster
 	DedupWindow time.Duration // how long JetStream remembers Nats-Msg-Id
 	MaxAge      time.Duration // 0 keeps events forever
+	// WorkQueue makes the stream an edge's store: a message is removed once the hub's sourcing
+	// consumer acknowledged it, that is once the hub stored it, and never before.
+	WorkQueue bool
+	// MaxBytes bounds the stream (0: unbounded). A full stream refuses new messages rather
+	// than discarding old ones, which may not have reached the hub yet.
+	MaxBytes int64
 }
 
 // Validate reports every setting JetStream would refuse.
@@ -41,6 +47,12 @@ func (c StreamConfig) Validate() error {
 	if c.MaxAge < 0 {
 		errs = append(errs, fmt.Errorf("max age %s: want 0 (keep) or a positive duration", c.MaxAge))
 	}
+	if c.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("max bytes %d: want 0 (unbounded) or a positive size", c.MaxBytes))
+	}
+	if c.WorkQueue && c.MaxAge > 0 {
+		errs = append(errs, fmt.Errorf("max age %s on a work-queue stream would delete events the hub has not stored", c.MaxAge))
+	}
 	if c.MaxAge > 0 && c.DedupWindow > c.MaxAge {
 		errs = append(errs, fmt.Errorf("dedup window %s exceeds max age %s", c.DedupWindow, c.MaxAge))
 	}
@@ -48,7 +60,7 @@ func (c StreamConfig) Validate() error {
 }
 
 func (c StreamConfig) jetstream() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	sc := jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "Ayrshare webhooks as CloudEvents (ayrbridge)",
 		Subjects:    c.Subjects,
@@ -62,6 +74,14 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 		MaxBytes:    -1,
 		MaxMsgSize:  -1,
 	}
+	if c.WorkQueue {
+		sc.Description = "Ayrshare webhooks stored at this edge until the hub has them (ayrbridge)"
+		sc.Retention = jetstream.WorkQueuePolicy
+	}
+	if c.MaxBytes > 0 {
+		sc.MaxBytes, sc.Discard = c.MaxBytes, jetstream.DiscardNew
+	}
+	return sc
 }
 
 // EnsureStream creates the stream when it is missing and updates it when the settings the bridge
@@ -93,6 +113,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	upd.Replicas = want.Replicas
 	upd.Duplicates = want.Duplicates
 	upd.MaxAge = want.MaxAge
+	if want.MaxBytes > 0 {
+		upd.MaxBytes, upd.Discard = want.MaxBytes, want.Discard
+	}
 	s, err = js.UpdateStream(ctx, upd)
 	if err != nil {
 		return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
@@ -121,7 +144,8 @@ func needsUpdate(have, want jetstream.StreamConfig) bool {
 	return len(union(have.Subjects, want.Subjects)) != len(have.Subjects) ||
 		have.Replicas != want.Replicas ||
 		have.Duplicates != want.Duplicates ||
-		have.MaxAge != want.MaxAge
+		have.MaxAge != want.MaxAge ||
+		(want.MaxBytes > 0 && (have.MaxBytes != want.MaxBytes || have.Discard != want.Discard))
 }
 
 func union(a, b []string) []string {

@@ -79,6 +79,39 @@ func TestEnsureStreamRefusesIncompatible(t *testing.T) {
 	}
 }
 
+// TestEnsureStreamEdge creates an edge's store: work-queue retention and a budget that refuses
+// new messages instead of discarding old ones, which may not have reached the hub.
+func TestEnsureStreamEdge(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	_, js := natstest.Connect(t, ns)
+	edge := streamConfig()
+	edge.Name, edge.WorkQueue, edge.MaxBytes = "AYRSHARE_EDGE_eu-1", true, 1<<20
+	s, err := publish.EnsureStream(t.Context(), js, edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.Retention != jetstream.WorkQueuePolicy || got.MaxBytes != 1<<20 || got.Discard != jetstream.DiscardNew ||
+		got.Duplicates != 24*time.Hour || got.MaxAge != 0 {
+		t.Fatalf("created %+v", got)
+	}
+	edge.MaxBytes = 2 << 20
+	if s, err = publish.EnsureStream(t.Context(), js, edge); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != 2<<20 {
+		t.Fatalf("budget after update = %d, want %d", got, 2<<20)
+	}
+	// A plain stream where the edge's store should be is not converted.
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "AYRSHARE_EDGE_eu-2", Subjects: []string{"other.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	edge.Name, edge.Subjects = "AYRSHARE_EDGE_eu-2", []string{"other.>"}
+	if _, err := publish.EnsureStream(t.Context(), js, edge); !errors.Is(err, publish.ErrStreamIncompatible) {
+		t.Fatalf("EnsureStream on a limits stream = %v, want ErrStreamIncompatible", err)
+	}
+}
+
 func TestStreamConfigValidate(t *testing.T) {
 	bad := map[string]func(*publish.StreamConfig){
 		"no name":           func(c *publish.StreamConfig) { c.Name = "" },
@@ -88,6 +121,8 @@ func TestStreamConfigValidate(t *testing.T) {
 		"no dedup window":   func(c *publish.StreamConfig) { c.DedupWindow = 0 },
 		"negative max age":  func(c *publish.StreamConfig) { c.MaxAge = -time.Second },
 		"window beyond age": func(c *publish.StreamConfig) { c.MaxAge = time.Hour },
+		"negative budget":   func(c *publish.StreamConfig) { c.MaxBytes = -1 },
+		"edge that expires": func(c *publish.StreamConfig) { c.WorkQueue, c.MaxAge = true, 48*time.Hour },
 	}
 	if err := streamConfig().Validate(); err != nil {
 		t.Fatalf("default config invalid: %v", err)

@@ -3,7 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"regexp"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ayrbridge/ayrbridge/ingest"
 	"github.com/ayrbridge/ayrbridge/internal/envconfig"
@@ -38,7 +42,46 @@ type config struct {
 	EmbeddedDir        string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
 	EmbeddedSyncAlways bool   `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"false"`
 
+	Hub hubConfig
+
 	Log logging.Config
+}
+
+// hubConfig is the edge role: set NATS_HUB_URL (with NATS_URL empty) and the embedded server
+// stores every webhook on its own disk and forwards it to the hub over a leaf link.
+type hubConfig struct {
+	URLs     []string      `env:"NATS_HUB_URL" envSeparator:","`
+	EdgeID   string        `env:"NATS_EDGE_ID"`
+	Domain   string        `env:"NATS_HUB_DOMAIN" envDefault:"hub"`
+	Creds    string        `env:"NATS_HUB_CREDS"`
+	NKeySeed string        `env:"NATS_HUB_NKEY"`
+	TLSCA    string        `env:"NATS_HUB_TLS_CA"`
+	TLSCert  string        `env:"NATS_HUB_TLS_CERT"`
+	TLSKey   string        `env:"NATS_HUB_TLS_KEY"`
+	MaxBytes int64         `env:"NATS_EDGE_MAX_BYTES" envDefault:"1073741824"`
+	Attach   bool          `env:"NATS_HUB_ATTACH" envDefault:"true"`
+	Every    time.Duration `env:"NATS_HUB_CHECK_INTERVAL" envDefault:"30s"`
+}
+
+// edgeID is what NATS_EDGE_ID may be: it becomes a server name, a JetStream domain and part of a
+// stream name, which all take letters, digits and dashes.
+var edgeID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,62}$`)
+
+// defaultEdgeID makes a host name fit edgeID: every other character becomes a dash.
+func defaultEdgeID(host string) string {
+	id := strings.Trim(strings.Map(func(r rune) rune {
+		if r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			return r
+		}
+		return '-'
+	}, host), "-")
+	if len(id) > 63 {
+		id = strings.TrimRight(id[:63], "-")
+	}
+	if id == "" {
+		return "edge"
+	}
+	return id
 }
 
 // loadConfig parses environ (the process environment when nil) and validates the result.
@@ -46,6 +89,10 @@ func loadConfig(environ map[string]string) (config, error) {
 	var cfg config
 	if err := envconfig.Load(&cfg, environ); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
+	}
+	if cfg.edge() && cfg.Hub.EdgeID == "" {
+		host, _ := os.Hostname()
+		cfg.Hub.EdgeID = defaultEdgeID(host)
 	}
 	if err := cfg.validate(); err != nil {
 		return config{}, fmt.Errorf("config: %w", err)
@@ -87,10 +134,82 @@ func (c config) validate() error {
 	if err := c.streamConfig().Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if len(c.Hub.URLs) > 0 {
+		errs = append(errs, c.validateEdge())
+	}
+	return errors.Join(errs...)
+}
+
+func (c config) validateEdge() error {
+	var errs []error
+	if !c.embedded() {
+		errs = append(errs, errors.New("NATS_HUB_URL and NATS_URL: set one; an edge runs its own server and dials the hub, NATS_URL uses a server that exists"))
+	}
+	if _, err := publish.ParseHubURLs(c.Hub.URLs); err != nil {
+		errs = append(errs, fmt.Errorf("NATS_HUB_URL: %w", err))
+	}
+	if !edgeID.MatchString(c.Hub.EdgeID) {
+		errs = append(errs, fmt.Errorf("NATS_EDGE_ID=%q: want 1 to 63 letters, digits and dashes, starting with a letter or digit", c.Hub.EdgeID))
+	}
+	if c.Hub.Domain == "" || strings.ContainsAny(c.Hub.Domain, ". *>") {
+		errs = append(errs, fmt.Errorf("NATS_HUB_DOMAIN=%q: want the hub's JetStream domain, without dots or spaces", c.Hub.Domain))
+	} else if c.Hub.Domain == publish.EdgeDomain(c.Hub.EdgeID) {
+		errs = append(errs, fmt.Errorf("NATS_HUB_DOMAIN=%q is this edge's own domain", c.Hub.Domain))
+	}
+	if c.Hub.MaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("NATS_EDGE_MAX_BYTES=%d: want at least 1 MiB (1048576)", c.Hub.MaxBytes))
+	}
+	if c.Hub.MaxBytes < int64(c.MaxBodyBytes) {
+		errs = append(errs, fmt.Errorf("NATS_EDGE_MAX_BYTES=%d is below BRIDGE_MAX_BODY_BYTES=%d", c.Hub.MaxBytes, c.MaxBodyBytes))
+	}
+	if c.Hub.Every < time.Second {
+		errs = append(errs, fmt.Errorf("NATS_HUB_CHECK_INTERVAL=%s: want at least 1s", c.Hub.Every))
+	}
+	if (c.Hub.TLSCert == "") != (c.Hub.TLSKey == "") {
+		errs = append(errs, errors.New("NATS_HUB_TLS_CERT and NATS_HUB_TLS_KEY: set both or neither"))
+	}
+	if c.Hub.Creds != "" && c.Hub.NKeySeed != "" {
+		errs = append(errs, errors.New("NATS_HUB_CREDS and NATS_HUB_NKEY: set one"))
+	}
 	return errors.Join(errs...)
 }
 
 func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
+
+// edge reports the edge role: the embedded server is a leaf node of a hub.
+func (c config) edge() bool { return len(c.Hub.URLs) > 0 && c.embedded() }
+
+// edgeStream is the edge's own store, named after the edge so that many edges can be sources
+// of one hub stream.
+func (c config) edgeStream() publish.StreamConfig {
+	sc := c.streamConfig()
+	sc.Name = c.Stream + "_EDGE_" + c.Hub.EdgeID
+	sc.Replicas = 1
+	sc.MaxAge = 0
+	sc.WorkQueue = true
+	sc.MaxBytes = c.Hub.MaxBytes
+	return sc
+}
+
+// localStream is the stream this bridge publishes to.
+func (c config) localStream() publish.StreamConfig {
+	if c.edge() {
+		return c.edgeStream()
+	}
+	return c.streamConfig()
+}
+
+func (c config) hubLink() (*publish.HubLink, error) {
+	urls, err := publish.ParseHubURLs(c.Hub.URLs)
+	if err != nil {
+		return nil, err
+	}
+	return &publish.HubLink{
+		URLs: urls, Creds: c.Hub.Creds, NKeySeed: c.Hub.NKeySeed,
+		TLSCA: c.Hub.TLSCA, TLSCert: c.Hub.TLSCert, TLSKey: c.Hub.TLSKey,
+		Deny: []string{schema.StreamSubjects},
+	}, nil
+}
 
 func (c config) server() ingest.ServerConfig {
 	return ingest.ServerConfig{

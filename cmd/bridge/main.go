@@ -60,13 +60,26 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	logStartup(cfg, log)
 	var ns *server.Server
 	if cfg.embedded() {
-		var err error
-		ns, err = publish.StartEmbedded(publish.EmbeddedConfig{
+		ecfg := publish.EmbeddedConfig{
 			Listen:     cfg.EmbeddedListen,
 			StoreDir:   cfg.EmbeddedDir,
 			MaxPayload: maxPayload(cfg.MaxBodyBytes),
 			SyncAlways: cfg.EmbeddedSyncAlways,
-		}, log)
+		}
+		if cfg.edge() {
+			hub, err := cfg.hubLink()
+			if err != nil {
+				return err
+			}
+			ecfg.Hub = hub
+			ecfg.Name = publish.EdgeDomain(cfg.Hub.EdgeID)
+			ecfg.Domain = ecfg.Name
+			// Room for the stream's budget and JetStream's own files, so that a full edge refuses
+			// publishes instead of disabling JetStream.
+			ecfg.MaxStore = cfg.Hub.MaxBytes + max(cfg.Hub.MaxBytes/10, 64<<20)
+		}
+		var err error
+		ns, err = publish.StartEmbedded(ecfg, log)
 		if err != nil {
 			return err
 		}
@@ -95,13 +108,30 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	fatal := make(chan error, 1)
 	go ensureStream(ctx, js, nc, cfg, log, fatal)
 
-	pub, err := publish.NewPublisher(nc, cfg.Stream, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
+	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		publish.NewCollector(nc, pub))
+	if cfg.edge() {
+		edge, err := publish.NewEdge(nc, ns, publish.EdgeConfig{
+			Stream:    cfg.edgeStream().Name,
+			Domain:    publish.EdgeDomain(cfg.Hub.EdgeID),
+			HubDomain: cfg.Hub.Domain,
+			Hub:       cfg.streamConfig(),
+			Budget:    cfg.Hub.MaxBytes,
+			Attach:    cfg.Hub.Attach,
+			Every:     cfg.Hub.Every,
+		}, log)
+		if err != nil {
+			return err
+		}
+		reg.MustRegister(edge)
+		// The hub plays no part in the answers: attaching runs beside them, as long as it takes.
+		go edge.Run(ctx)
+	}
 	metrics, err := ingest.NewMetrics(reg)
 	if err != nil {
 		return err
@@ -179,7 +209,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cf
 		}
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		s, err := publish.EnsureStream(actx, js, cfg.streamConfig())
+		s, err := publish.EnsureStream(actx, js, cfg.localStream())
 		if errors.Is(err, publish.ErrStreamIncompatible) {
 			return nil, backoff.Permanent(err)
 		}
@@ -240,8 +270,17 @@ func logStartup(cfg config, log zerolog.Logger) {
 		Int("replicas", cfg.Replicas).
 		Stringer("dedup_window", cfg.DedupWindow).
 		Stringer("max_age", cfg.MaxAge)
+	if cfg.edge() {
+		ev = ev.Str("edge_id", cfg.Hub.EdgeID).Strs("hub_urls", publish.RedactURLs(cfg.Hub.URLs)).
+			Str("hub_domain", cfg.Hub.Domain).Bool("hub_attach", cfg.Hub.Attach).Int64("edge_max_bytes", cfg.Hub.MaxBytes).
+			Bool("hub_creds", cfg.Hub.Creds != "").Bool("hub_nkey", cfg.Hub.NKeySeed != "").Bool("hub_tls_client_cert", cfg.Hub.TLSCert != "")
+	}
 	if cfg.embedded() {
-		ev = ev.Str("nats", "embedded").Str("embedded_listen", cfg.EmbeddedListen).
+		role := "embedded"
+		if cfg.edge() {
+			role = "edge"
+		}
+		ev = ev.Str("nats", role).Str("embedded_listen", cfg.EmbeddedListen).
 			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways)
 	} else {
 		ev = ev.Dict("nats", cfg.NATS.LogDict())
