@@ -103,10 +103,12 @@ func (e *Edge) Source() *jetstream.StreamSource {
 	return &jetstream.StreamSource{Name: e.cfg.Stream, Domain: e.cfg.Domain}
 }
 
-// AttachCommand is the command an operator runs to attach the edge by hand.
+// AttachCommand is the command an operator runs to attach the edge by hand: the nats CLI edits
+// sources only from a JSON config, so it adds this edge's source (and the window, if missing) to
+// the hub stream's current one.
 func (e *Edge) AttachCommand() string {
-	return fmt.Sprintf("nats --js-domain %s stream edit %s --source %s (answer the prompts: no filter, domain %s), keeping --dupe-window set",
-		e.cfg.HubDomain, e.cfg.Hub.Name, e.cfg.Stream, e.cfg.Domain)
+	return fmt.Sprintf(`nats --js-domain %[1]s stream info %[2]s --json | jq '.config | .sources += [{"name":"%[3]s","external":{"api":"$JS.%[4]s.API"}}] | .duplicate_window |= (if (. // 0) == 0 then %[5]d else . end)' > /tmp/%[2]s.json && nats --js-domain %[1]s stream edit %[2]s -f --config /tmp/%[2]s.json`,
+		e.cfg.HubDomain, e.cfg.Hub.Name, e.cfg.Stream, e.cfg.Domain, e.cfg.Hub.DedupWindow.Nanoseconds())
 }
 
 // Run checks the hub at once and then periodically until ctx ends: every few seconds until the
@@ -155,7 +157,8 @@ func (e *Edge) check(ctx context.Context) (bool, error) {
 	s, err := e.hub.Stream(ctx, e.cfg.Hub.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if !e.cfg.Attach {
-			return false, fmt.Errorf("%w: hub stream %s does not exist; create it with this edge as a source: %s", ErrNotAttached, e.cfg.Hub.Name, e.AttachCommand())
+			return false, fmt.Errorf("%w: hub stream %s does not exist; create it (nats --js-domain %s stream add --config deploy/nats/stream.json), then run: %s",
+				ErrNotAttached, e.cfg.Hub.Name, e.cfg.HubDomain, e.AttachCommand())
 		}
 		sc := e.cfg.Hub.jetstream()
 		sc.Sources = []*jetstream.StreamSource{e.Source()}
