@@ -15,6 +15,7 @@ type Proxy struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	held   bool
+	cut    bool
 	conns  []net.Conn
 }
 
@@ -31,6 +32,28 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	t.Cleanup(p.close)
 	return p
 }
+
+// Cut closes every connection through the proxy and refuses new ones until Restore: a broken
+// link, as both ends see it.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// Restore accepts and forwards connections again after Cut.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
+}
+
+// Addr is the proxy's host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // URL is the nats:// URL clients dial instead of the server's.
 func (p *Proxy) URL() string { return "nats://" + p.ln.Addr().String() }
@@ -62,6 +85,12 @@ func (p *Proxy) accept() {
 			continue
 		}
 		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			s.Close()
+			continue
+		}
 		p.conns = append(p.conns, c, s)
 		p.mu.Unlock()
 		go func() { _, _ = io.Copy(s, c); s.Close() }()
