@@ -35,6 +35,12 @@ type EdgeConfig struct {
 	Every     time.Duration
 }
 
+// hubConsumer is the durable consumer on the edge stream through which the hub sources it. The
+// edge creates it and names it in its source, rather than letting the hub create one, because
+// for a named durable the hub probes the consumer's heartbeats and resumes the moment the link
+// is back, where for its own it backs off (up to two minutes) after an outage.
+const hubConsumer = "AYRBRIDGE_HUB"
+
 // leafLinks is what the edge reads from its embedded server: *server.Server has it.
 type leafLinks interface{ NumLeafNodes() int }
 
@@ -42,6 +48,7 @@ type leafLinks interface{ NumLeafNodes() int }
 // an explicit duplicate window) and exports the edge's backlog and link state at scrape time.
 type Edge struct {
 	cfg      EdgeConfig
+	consumer bool // the hub consumer exists; only the checking goroutine touches it
 	local    jetstream.JetStream
 	hub      jetstream.JetStream
 	links    leafLinks
@@ -100,15 +107,40 @@ func NewEdge(nc *nats.Conn, links leafLinks, cfg EdgeConfig, log zerolog.Logger)
 
 // Source is this edge's stream as the hub stream lists it.
 func (e *Edge) Source() *jetstream.StreamSource {
-	return &jetstream.StreamSource{Name: e.cfg.Stream, Domain: e.cfg.Domain}
+	return &jetstream.StreamSource{
+		Name: e.cfg.Stream, Domain: e.cfg.Domain,
+		Consumer: &jetstream.StreamConsumerSource{Name: hubConsumer, DeliverSubject: e.deliverSubject()},
+	}
+}
+
+// deliverSubject is where the hub consumer pushes; it crosses the leaf link, so it is unique
+// per edge and outside the denied ayrshare.>.
+func (e *Edge) deliverSubject() string { return "ayrbridge." + e.cfg.Domain + ".hub" }
+
+// ensureConsumer creates the hub consumer on the edge stream: flow-controlled acks, so the
+// work-queue stream deletes an event once the hub stored it.
+func (e *Edge) ensureConsumer(ctx context.Context) error {
+	_, err := e.local.CreateOrUpdatePushConsumer(ctx, e.cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        hubConsumer,
+		Description:    "the hub sources this edge through it (ayrbridge)",
+		DeliverSubject: e.deliverSubject(),
+		AckPolicy:      jetstream.AckFlowControlPolicy,
+		FlowControl:    true,
+		IdleHeartbeat:  time.Second, // the only heartbeat flow-controlled acks accept
+		MaxAckPending:  4096,
+	})
+	if err != nil {
+		return fmt.Errorf("create the hub consumer on %s: %w", e.cfg.Stream, err)
+	}
+	return nil
 }
 
 // AttachCommand is the command an operator runs to attach the edge by hand: the nats CLI edits
 // sources only from a JSON config, so it adds this edge's source (and the window, if missing) to
 // the hub stream's current one.
 func (e *Edge) AttachCommand() string {
-	return fmt.Sprintf(`nats --js-domain %[1]s stream info %[2]s --json | jq '.config | .sources += [{"name":"%[3]s","external":{"api":"$JS.%[4]s.API"}}] | .duplicate_window |= (if (. // 0) == 0 then %[5]d else . end)' > /tmp/%[2]s.json && nats --js-domain %[1]s stream edit %[2]s -f --config /tmp/%[2]s.json`,
-		e.cfg.HubDomain, e.cfg.Hub.Name, e.cfg.Stream, e.cfg.Domain, e.cfg.Hub.DedupWindow.Nanoseconds())
+	return fmt.Sprintf(`nats --js-domain %[1]s stream info %[2]s --json | jq '.config | .sources += [{"name":"%[3]s","external":{"api":"$JS.%[4]s.API"},"consumer":{"name":"%[6]s","deliver_subject":"%[7]s"}}] | .duplicate_window |= (if (. // 0) == 0 then %[5]d else . end)' > /tmp/%[2]s.json && nats --js-domain %[1]s stream edit %[2]s -f --config /tmp/%[2]s.json`,
+		e.cfg.HubDomain, e.cfg.Hub.Name, e.cfg.Stream, e.cfg.Domain, e.cfg.Hub.DedupWindow.Nanoseconds(), hubConsumer, e.deliverSubject())
 }
 
 // Run checks the hub at once and then periodically until ctx ends: every few seconds until the
@@ -154,6 +186,12 @@ func (e *Edge) Check(ctx context.Context) (changed bool, err error) {
 }
 
 func (e *Edge) check(ctx context.Context) (bool, error) {
+	if !e.consumer {
+		if err := e.ensureConsumer(ctx); err != nil {
+			return false, err
+		}
+		e.consumer = true
+	}
 	s, err := e.hub.Stream(ctx, e.cfg.Hub.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if !e.cfg.Attach {

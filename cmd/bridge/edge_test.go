@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -390,4 +391,70 @@ func TestEdgeSameWebhookTwoEdges(t *testing.T) {
 		t.Fatalf("hub holds %d, faults %v", v.total, v.faults)
 	}
 	t.Logf("two edges: 20+20 own and 10 shared webhooks sent to both; hub holds %d, each once", v.total)
+}
+
+// TestEdgeMatrix is the long run of edge-notes' test plan, about three minutes: the hub killed
+// and restarted during an outage, the edge SIGKILLed while the hub is catching up, and one
+// long-lived edge whose link flaps for 3, 15 and 45 seconds. Run it with
+//
+//	AYRBRIDGE_EDGE_MATRIX=1 go test ./cmd/bridge -run TestEdgeMatrix -v -timeout 20m
+func TestEdgeMatrix(t *testing.T) {
+	if os.Getenv("AYRBRIDGE_EDGE_MATRIX") == "" {
+		t.Skip("the long edge matrix runs with AYRBRIDGE_EDGE_MATRIX=1 (see the test's comment)")
+	}
+	bin := buildBridge(t)
+
+	t.Run("hub restarted during the outage", func(t *testing.T) {
+		hub := natstest.RunHub(t)
+		s := newSender(t)
+		e := startEdge(t, bin, hub, "hubkill", nil)
+		e.waitAttached()
+		s.postN(e, "before", 100)
+		requireConverged(t, hub, s, e)
+		hub.Stop()
+		e.waitMetric("ayrbridge_edge_hub_connected", 0, 10*time.Second)
+		s.postN(e, "down", 1000)
+		e.waitMetric("ayrbridge_edge_backlog_messages", 1000, 10*time.Second)
+		hub.Start()
+		up := time.Now()
+		e.waitMetric("ayrbridge_edge_hub_connected", 1, 30*time.Second)
+		requireConverged(t, hub, s, e)
+		t.Logf("hub restarted: 1000 acknowledged while it was down, drained %.1fs after it came back", time.Since(up).Seconds())
+	})
+
+	t.Run("edge killed while the hub catches up", func(t *testing.T) {
+		hub := natstest.RunHub(t)
+		s := newSender(t)
+		e := startEdge(t, bin, hub, "midkill", nil)
+		e.waitAttached()
+		e.cut()
+		s.postN(e, "cut", 1000)
+		e.restore()
+		time.Sleep(50 * time.Millisecond) // the hub is sourcing now
+		e.restart()
+		up := time.Now()
+		s.postN(e, "after", 100)
+		requireConverged(t, hub, s, e)
+		t.Logf("edge killed during catch-up: drained %.1fs after its restart", time.Since(up).Seconds())
+	})
+
+	t.Run("link flaps", func(t *testing.T) {
+		hub := natstest.RunHub(t)
+		s := newSender(t)
+		e := startEdge(t, bin, hub, "flappy", nil)
+		e.waitAttached()
+		for _, outage := range []time.Duration{3 * time.Second, 15 * time.Second, 45 * time.Second} {
+			e.cut()
+			end := time.Now().Add(outage)
+			for i := 0; time.Now().Before(end); i++ {
+				s.postN(e, fmt.Sprintf("flap%s-%d", outage, i), 10)
+				time.Sleep(100 * time.Millisecond)
+			}
+			e.proxy.Restore()
+			up := time.Now()
+			e.waitMetric("ayrbridge_edge_hub_connected", 1, 20*time.Second)
+			requireConverged(t, hub, s, e)
+			t.Logf("link cut for %s: drained %.1fs after link-up", outage, time.Since(up).Seconds())
+		}
+	})
 }

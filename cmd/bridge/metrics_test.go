@@ -6,19 +6,26 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/ayrbridge/ayrbridge/internal/natstest"
 )
 
-// TestMetricNamesMatchDashboard scrapes a running bridge and checks that the Grafana
-// dashboard uses only metric families the bridge exports, and every ayrbridge_ one of them.
+// TestMetricNamesMatchDashboard scrapes a running bridge and an edge bridge and checks that the
+// Grafana dashboard uses only metric families they export, and every ayrbridge_ one of them.
 func TestMetricNamesMatchDashboard(t *testing.T) {
-	b := startBridge(t, nil)
-	post(t, b.URL+"/webhook", []byte(`{"action":"feed","hookId":"m"}`), nil)
-	res, err := client.Get(b.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	hub := natstest.RunHub(t)
+	var scrape []byte
+	for _, env := range []map[string]string{nil, {"NATS_HUB_URL": "nats-leaf://" + hub.LeafAddr(), "NATS_EDGE_ID": "m"}} {
+		b := startBridge(t, env)
+		post(t, b.URL+"/webhook", []byte(`{"action":"feed","hookId":"m"}`), nil)
+		res, err := client.Get(b.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		scrape = append(scrape, text...)
 	}
-	scrape, _ := io.ReadAll(res.Body)
-	res.Body.Close()
 	dashboard, err := os.ReadFile("../../deploy/grafana/ayrbridge.json")
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +46,7 @@ func TestMetricNamesMatchDashboard(t *testing.T) {
 	if !slices.Equal(exported, used) {
 		t.Fatalf("the bridge exports %v\nthe dashboard uses %v", exported, used)
 	}
-	if len(exported) != 10 {
-		t.Fatalf("exported %d ayrbridge_ families, want 10: %v", len(exported), exported)
+	if len(exported) != 19 {
+		t.Fatalf("exported %d ayrbridge_ families, want 10 and the edge's 9: %v", len(exported), exported)
 	}
 }
