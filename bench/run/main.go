@@ -47,7 +47,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "measured load per run")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each run")
 	flag.StringVar(&conns, "conns", "8,64", "connection counts")
-	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server), embedded-sync (embedded with NATS_EMBEDDED_SYNC_ALWAYS)")
+	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server), embedded-sync (embedded with NATS_EMBEDDED_SYNC_ALWAYS), edge (an edge bridge of the external server, counted at the hub)")
 	flag.StringVar(&o.out, "out", "", "also write the result tables as Markdown to this file")
 	flag.StringVar(&o.dir, "dir", "bench/out", "build and data directory")
 	flag.StringVar(&o.before, "before", "", "a bridge binary built from an earlier commit (go build -o /tmp/before ./cmd/bridge in a worktree), driven on the external nats-server as server \"before\"")
@@ -108,7 +108,14 @@ func run(ctx context.Context, o options) error {
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	natsDir := filepath.Join(o.dir, "nats-store")
 	_ = os.RemoveAll(natsDir)
-	natsProc, err := harness.Start(bins["nats-server"], nil, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
+	// The server is also the hub of the "edge" runs: a JetStream domain and a leaf port, which
+	// change nothing for the other servers' clients.
+	leafPort := harness.FreePort()
+	conf := filepath.Join(o.dir, "nats-server.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "leafnodes { listen: \"127.0.0.1:%d\" }\njetstream { domain: hub }\n", leafPort), 0o644); err != nil {
+		return err
+	}
+	natsProc, err := harness.Start(bins["nats-server"], nil, "-c", conf, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
 	if err != nil {
 		return err
 	}
@@ -135,9 +142,14 @@ func run(ctx context.Context, o options) error {
 				// Ids unique across servers: a purge keeps the stream's dedup window, so a server
 				// reusing another's ids would get duplicate answers and store nothing.
 				prefix := fmt.Sprintf("s%d%d%03d", i, round, conns)
-				s, err := measure(ctx, o, bins, srv, conns, prefix, natsURL, natsProc, stream)
+				s, err := measure(ctx, o, bins, srv, conns, prefix, natsURL, leafPort, natsProc, stream)
 				if err != nil {
 					return fmt.Errorf("round %d, %s at %d connections: %w", round, srv, conns, err)
+				}
+				if srv == "edge" {
+					if err := detachEdges(ctx, js); err != nil {
+						return fmt.Errorf("detach the edge: %w", err)
+					}
 				}
 				fmt.Printf("round %d  %-13s %3d conns: %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu/event %6.1f µs  nats %6.1f µs  rss %5.1f MB  2xx %d = stored %d  errors %d\n",
 					round, srv, conns, s.rps, ms(s.p50), ms(s.p99), us(s.cpuPerEvent), us(s.natsCPU), mb(s.peakRSS), s.ok, s.stored, s.errors)
@@ -154,7 +166,7 @@ func run(ctx context.Context, o options) error {
 }
 
 // measure starts one server, warms it up, measures a run and stops it again.
-func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, natsProc *proc.Proc, stream jetstream.Stream) (sample, error) {
+func measure(ctx context.Context, o options, bins map[string]string, srv string, conns int, prefix, natsURL string, leafPort int, natsProc *proc.Proc, stream jetstream.Stream) (sample, error) {
 	httpPort := harness.FreePort()
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	var p *proc.Proc
@@ -187,6 +199,17 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=true")
 		}
 		p, err = harness.Start(bins["bridge"], env)
+	case "edge":
+		// The bridge as an edge of the external server: it stores in its own embedded server and
+		// the hub sources from it, so events are counted at the hub once they arrived there.
+		if err := stream.Purge(ctx); err != nil {
+			return sample{}, err
+		}
+		external = false
+		dir := filepath.Join(o.dir, "edge-store")
+		_ = os.RemoveAll(dir)
+		p, err = harness.Start(bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_EMBEDDED_LISTEN=127.0.0.1:0", "NATS_EMBEDDED_DIR=" + dir,
+			"NATS_HUB_URL=" + fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort), "NATS_EDGE_ID=" + prefix, "LOG_LEVEL=warn"})
 	default:
 		return sample{}, fmt.Errorf("unknown server %q", srv)
 	}
@@ -202,8 +225,14 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		return sample{}, err
 	}
 	defer nc.Close()
-	if _, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.warmup, Prefix: prefix + "w"}); err != nil {
+	warm, err := load.Run(ctx, load.Config{Addr: addr, Conns: conns, Duration: o.warmup, Prefix: prefix + "w"})
+	if err != nil {
 		return sample{}, err
+	}
+	if srv == "edge" {
+		if _, err := waitStored(ctx, js, uint64(warm.OK)); err != nil {
+			return sample{}, err
+		}
 	}
 	before, err := harness.StoredCount(ctx, js)
 	if err != nil {
@@ -225,6 +254,11 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	var g1 map[string]float64
 	if srv != "naive" {
 		if g1, err = harness.Counters(ctx, addr, groupCounters...); err != nil {
+			return sample{}, err
+		}
+	}
+	if srv == "edge" {
+		if _, err := waitStored(ctx, js, before+uint64(res.OK)); err != nil {
 			return sample{}, err
 		}
 	}
@@ -250,6 +284,35 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		return s, fmt.Errorf("the stream stored %d events but %d requests got a 2xx: a benchmark that loses events is not a result", s.stored, s.ok)
 	}
 	return s, nil
+}
+
+// waitStored waits until the stream holds want events (an edge's hub catching up), or for two
+// minutes, and returns the count.
+func waitStored(ctx context.Context, js jetstream.JetStream, want uint64) (uint64, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		n, err := harness.StoredCount(ctx, js)
+		if err != nil || n >= want || time.Now().After(deadline) {
+			return n, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// detachEdges removes the sources an edge run added, so that the hub of later runs sources
+// nothing that is gone.
+func detachEdges(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, "AYRSHARE")
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if len(cfg.Sources) == 0 {
+		return nil
+	}
+	cfg.Sources = nil
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -366,6 +429,11 @@ func targets(samples []sample, conns int) []string {
 		out = append(out,
 			verdict(bridge.p50 <= old.p50 && bridge.p99 <= old.p99, "latency at %d connections: p50 %.2f / p99 %.2f ms vs before %.2f / %.2f ms (target: no worse)", conns, bridge.p50, bridge.p99, old.p50, old.p99),
 			verdict(bridge.rps >= 0.95*old.rps, "throughput at %d connections: %.0f req/s = %.2fx before (target: no regression, >= 0.95x)", conns, bridge.rps, bridge.rps/old.rps))
+	}
+	if edge, okE := aggregate(samples, "edge", conns); okE {
+		if emb, okM := aggregate(samples, "embedded", conns); okM {
+			out = append(out, verdict(edge.rps >= 0.8*emb.rps, "edge at %d connections: %.0f req/s = %.2fx the embedded default (target: within 20%%)", conns, edge.rps, edge.rps/emb.rps))
+		}
 	}
 	if emb, okE := aggregate(samples, "embedded", conns); okE && okB {
 		out = append(out, verdict(emb.rps >= 0.8*bridge.rps, "embedded default at %d connections: %.0f req/s = %.2fx the external-server figure (target: at least 0.8x)", conns, emb.rps, emb.rps/bridge.rps))
