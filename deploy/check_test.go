@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/schema"
 )
 
@@ -29,6 +30,17 @@ func bridgeMetrics() map[string]string {
 		"ayrbridge_nats_reconnects_total":      "counter",
 		"ayrbridge_publish_groups_total":       "counter",
 		"ayrbridge_publish_group_events_total": "counter",
+
+		// Edge mode only (NATS_HUB_URL).
+		"ayrbridge_edge_backlog_messages":           "gauge",
+		"ayrbridge_edge_backlog_bytes":              "gauge",
+		"ayrbridge_edge_budget_bytes":               "gauge",
+		"ayrbridge_edge_oldest_backlog_age_seconds": "gauge",
+		"ayrbridge_edge_forwarded_messages_total":   "counter",
+		"ayrbridge_edge_sourcing_consumers":         "gauge",
+		"ayrbridge_edge_hub_connected":              "gauge",
+		"ayrbridge_edge_hub_attached":               "gauge",
+		"ayrbridge_edge_attach_checks_total":        "counter",
 	}
 }
 
@@ -38,6 +50,7 @@ const (
 	healthPath     = "/healthz"
 	readyPath      = "/readyz"
 	clusterNodes   = 3
+	leafPort       = "7422" // nats-server's default, for a NATS_HUB_URL without a port
 )
 
 // checkAll parses files and returns every problem found in or across them.
@@ -134,6 +147,41 @@ func (c checker) dedupWindow(env map[string]string) time.Duration {
 	return d
 }
 
+// storeDir is the absolute directory of the embedded server's store with settings env: from env,
+// else the image's ENV, else the code's default (relative ones to the image's WORKDIR).
+func (c checker) storeDir(env map[string]string) string {
+	dir, ok := env["NATS_EMBEDDED_DIR"]
+	if !ok {
+		dir, ok = c.imageEnv("NATS_EMBEDDED_DIR")
+	}
+	if !ok {
+		dir = c.code.def("NATS_EMBEDDED_DIR")
+	}
+	if !path.IsAbs(dir) {
+		dir = path.Join("/", c.d.docker.last("WORKDIR"), dir)
+	}
+	return path.Clean(dir)
+}
+
+// imageEnv returns what the image's ENV sets name to.
+func (c checker) imageEnv(name string) (string, bool) {
+	v, found := "", false
+	for _, in := range c.d.docker.final() {
+		if n, val, _ := strings.Cut(in.args, "="); in.cmd == "ENV" && n == name {
+			v, found = val, true
+		}
+	}
+	return v, found
+}
+
+// hubDomain is the JetStream domain an edge with settings env looks for its hub in.
+func (c checker) hubDomain(env map[string]string) string {
+	if d, ok := env["NATS_HUB_DOMAIN"]; ok {
+		return d
+	}
+	return c.code.def("NATS_HUB_DOMAIN")
+}
+
 // dockerfile checks the image: static binaries, non-root numeric user, no shell-based
 // healthcheck, the bridge's port exposed, the bridge as entrypoint, every variable it sets read.
 func (c checker) dockerfile() {
@@ -198,7 +246,8 @@ func (c checker) dockerfile() {
 }
 
 // compose checks the compose stack: the bridge and the replay built from deploy/Dockerfile as
-// one image, the replay behind a profile, the variables they set, and NATS with JetStream.
+// one image, the replay behind a profile, the variables they set, and NATS with JetStream; edges
+// (NATS_HUB_URL) against the hub they dial.
 func (c checker) compose() {
 	const file = "compose.yaml"
 	cf := c.d.compose
@@ -214,7 +263,8 @@ func (c checker) compose() {
 		}
 	}
 	images := map[string]bool{}
-	found := map[program]composeService{}
+	found := map[program][]composeService{}
+	edgeIDs := map[string]string{} // NATS_EDGE_ID -> service
 	for _, name := range slices.Sorted(maps.Keys(cf.Services)) {
 		svc := cf.Services[name]
 		where := "service " + name
@@ -229,7 +279,7 @@ func (c checker) compose() {
 		if !ok {
 			continue
 		}
-		found[prog] = svc
+		found[prog] = append(found[prog], svc)
 		env, err := composeEnvironment(svc.Environment)
 		if err != nil {
 			c.p.add(file, "%s: %v", where, err)
@@ -240,7 +290,11 @@ func (c checker) compose() {
 			uses = append(uses, envUse{file: file, where: where, prog: prog, name: n, value: env[n]})
 		}
 		c.env(uses)
-		c.composeNATS(file, where, cf, env)
+		if _, edge := env["NATS_HUB_URL"]; edge && prog == bridge {
+			c.composeEdge(file, name, cf, env, edgeIDs)
+		} else {
+			c.composeNATS(file, where, cf, env)
+		}
 		if prog == bridge {
 			c.composeBridge(file, where, svc, env)
 		}
@@ -248,10 +302,10 @@ func (c checker) compose() {
 	if len(images) != 1 {
 		c.p.add(file, "bridge and replay use different images %v: they must share the one deploy/Dockerfile builds", slices.Sorted(maps.Keys(images)))
 	}
-	if svc, ok := found[replay]; !ok || !slices.Contains(svc.Profiles, "replay") {
+	if !slices.ContainsFunc(found[replay], func(s composeService) bool { return slices.Contains(s.Profiles, "replay") }) {
 		c.p.add(file, "has no replay service under the profile \"replay\"")
 	}
-	if svc, ok := found[bridge]; !ok || len(svc.Profiles) > 0 {
+	if !slices.ContainsFunc(found[bridge], func(s composeService) bool { return len(s.Profiles) == 0 }) {
 		c.p.add(file, "has no bridge service that starts with a plain `up` (no profile)")
 	}
 	c.imagesAgree(file, slices.Sorted(maps.Keys(images)))
@@ -284,10 +338,17 @@ func (c checker) composeNATS(file, where string, cf composeFile, env map[string]
 		return
 	}
 	host, _, _ := strings.Cut(strings.TrimPrefix(*u, "nats://"), ":")
+	c.composeServer(file, where, "NATS_URL "+*u, cf, host)
+}
+
+// composeServer checks that host is a service of the stack running the nats image with a
+// JetStream config from deploy/nats on a named volume, and returns that config loaded; nil when
+// there is none to load. what is the setting that names host, for the report.
+func (c checker) composeServer(file, where, what string, cf composeFile, host string) *server.Options {
 	nats, ok := cf.Services[host]
 	if !ok || !strings.HasPrefix(nats.Image, "nats:") {
-		c.p.add(file, "%s: NATS_URL %s names no service running the nats image", where, *u)
-		return
+		c.p.add(file, "%s: %s names no service running the nats image", where, what)
+		return nil
 	}
 	conf := ""
 	for _, v := range nats.Volumes {
@@ -307,6 +368,93 @@ func (c checker) composeNATS(file, where string, cf composeFile, env map[string]
 	}) {
 		c.p.add(file, "service %s keeps JetStream on no named volume", host)
 	}
+	if !ok {
+		return nil
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		return nil // reported by the NATS config check
+	}
+	return opts
+}
+
+// composeEdge checks an edge bridge (NATS_HUB_URL): behind a profile with the hub it dials, which
+// takes leaf connections on the URL's port in the domain the edge looks for; an id of its own; its
+// store on a named volume no other service mounts. ids collects the edges' ids.
+func (c checker) composeEdge(file, name string, cf composeFile, env map[string]*string, ids map[string]string) {
+	where := "service " + name
+	svc := cf.Services[name]
+	lit := map[string]string{}
+	for k, v := range env {
+		if v != nil {
+			lit[k] = *v
+		}
+	}
+	if _, ok := env["NATS_URL"]; ok {
+		c.p.add(file, "%s sets both NATS_URL and NATS_HUB_URL, which the bridge refuses: an edge runs its own server", where)
+	}
+	if len(svc.Profiles) == 0 {
+		c.p.add(file, "%s is an edge without a profile, so a plain `up` would start it", where)
+	}
+	if raw, ok := lit["NATS_HUB_URL"]; ok {
+		urls, err := publish.ParseHubURLs(strings.Split(raw, ","))
+		if err != nil {
+			c.p.add(file, "%s: NATS_HUB_URL: %v", where, err)
+		}
+		for _, u := range urls {
+			what := "NATS_HUB_URL " + u.String()
+			host, port := u.Hostname(), u.Port()
+			if port == "" {
+				port = leafPort
+			}
+			opts := c.composeServer(file, where, what, cf, host)
+			if opts == nil {
+				continue
+			}
+			switch {
+			case opts.LeafNode.Port == 0:
+				c.p.add(file, "%s: %s: service %s takes no leaf connections (its config has no leafnodes port)", where, what, host)
+			case strconv.Itoa(opts.LeafNode.Port) != port:
+				c.p.add(file, "%s: %s: service %s takes leaf connections on port %d", where, what, host, opts.LeafNode.Port)
+			}
+			if d := c.hubDomain(lit); opts.JetStreamDomain != d {
+				c.p.add(file, "%s looks for the hub's JetStream in domain %q (NATS_HUB_DOMAIN), service %s runs domain %q", where, d, host, opts.JetStreamDomain)
+			}
+			hub := cf.Services[host]
+			if len(hub.Profiles) == 0 {
+				c.p.add(file, "service %s, the hub of %s, has no profile, so a plain `up` would start it", host, name)
+			}
+			for _, p := range svc.Profiles {
+				if len(hub.Profiles) > 0 && !slices.Contains(hub.Profiles, p) {
+					c.p.add(file, "%s is under the profile %s and its hub %s is not: `--profile %s up` would start the edge alone", where, p, host, p)
+				}
+			}
+		}
+	}
+	if id, ok := lit["NATS_EDGE_ID"]; !ok {
+		c.p.add(file, "%s has no NATS_EDGE_ID: it would take the container's host name, which changes when compose recreates it and strands the backlog under the old id", where)
+	} else if other, dup := ids[id]; dup {
+		c.p.add(file, "%s has the NATS_EDGE_ID %s of service %s: the two would write one stream at the hub", where, id, other)
+	} else {
+		ids[id] = name
+	}
+	dir := c.storeDir(lit)
+	store := ""
+	for _, v := range svc.Volumes {
+		parts := strings.Split(v, ":")
+		if _, named := cf.Volumes[parts[0]]; named && len(parts) > 1 && path.Clean(parts[1]) == dir && !slices.Contains(parts[2:], "ro") {
+			store = parts[0]
+		}
+	}
+	if store == "" {
+		c.p.add(file, "%s keeps its store %s on no writable named volume: the backlog would go with the container", where, dir)
+		return
+	}
+	for _, other := range slices.Sorted(maps.Keys(cf.Services)) {
+		if other != name && slices.ContainsFunc(cf.Services[other].Volumes, func(v string) bool { return strings.HasPrefix(v, store+":") }) {
+			c.p.add(file, "%s shares its store volume %s with service %s: one store takes one server", where, store, other)
+		}
+	}
 }
 
 // streamSettings checks a command's stream settings against deploy/nats/stream.json.
@@ -322,8 +470,9 @@ func (c checker) streamSettings(file, where string, env map[string]string) {
 }
 
 // kubernetes checks the manifests: every container's variables and references, security
-// context, resources; the bridge Deployment's replicas and probes; PDB and Service; one image;
-// a kustomization that covers the files; replays that look back no further than the dedup window.
+// context, resources; the bridge Deployment's replicas and probes; edge StatefulSets; PDB and
+// Service; one image; a kustomization that covers the hub-side files; replays that look back no
+// further than the dedup window.
 func (c checker) kubernetes() {
 	objs := c.d.objects
 	refs := map[string]map[string]bool{} // "ConfigMap/name" -> keys
@@ -342,6 +491,7 @@ func (c checker) kubernetes() {
 	images := map[string]bool{}
 	var bridgeEnv map[string]string
 	var dedup time.Duration
+	edgeFiles := map[string]bool{} // by base name
 	type since struct {
 		file, where string
 		d           time.Duration
@@ -363,6 +513,11 @@ func (c checker) kubernetes() {
 			c.env(uses)
 			switch prog {
 			case bridge:
+				if slices.ContainsFunc(uses, func(u envUse) bool { return u.name == "NATS_HUB_URL" }) {
+					c.edgePod(pd, ctr, where, uses, lit)
+					edgeFiles[path.Base(pd.obj.file)] = true
+					continue
+				}
 				c.bridgePod(pd, ctr, where, lit)
 				bridgeEnv, dedup = lit, c.dedupWindow(lit)
 			case replay:
@@ -397,7 +552,7 @@ func (c checker) kubernetes() {
 		}
 	}
 	c.pdbAndService(objs)
-	c.kustomization(objs, slices.Sorted(maps.Keys(images)))
+	c.kustomization(objs, slices.Sorted(maps.Keys(images)), edgeFiles)
 	c.imagesAgree("kubernetes", slices.Sorted(maps.Keys(images)))
 }
 
@@ -451,6 +606,10 @@ func (c checker) containerEnv(file, where string, prog program, ctr container, r
 			uses = append(uses, u)
 			continue
 		}
+		if e.ValueFrom.FieldRef != nil {
+			uses = append(uses, u)
+			continue
+		}
 		ref, kr := "", e.ValueFrom.SecretKeyRef
 		if kr != nil {
 			ref = "Secret/" + kr.Name
@@ -458,7 +617,7 @@ func (c checker) containerEnv(file, where string, prog program, ctr container, r
 			ref = "ConfigMap/" + kr.Name
 		}
 		if kr == nil {
-			c.p.add(file, "%s: %s takes its value from neither a Secret nor a ConfigMap key", where, e.Name)
+			c.p.add(file, "%s: %s takes its value from neither a Secret nor a ConfigMap key nor a field", where, e.Name)
 			continue
 		}
 		if data, ok := objectOf(ref); ok {
@@ -517,6 +676,65 @@ func (c checker) bridgePod(pd pod, ctr container, where string, env map[string]s
 	if r := pd.obj.Spec.Replicas; r == nil || *r < 2 {
 		c.p.add(file, "%s: the Deployment must run at least 2 replicas", where)
 	}
+	c.probes(file, where, ctr, env)
+}
+
+// edgePod checks an edge (NATS_HUB_URL): a StatefulSet whose every pod is an edge of its own, its
+// id from the pod's name and its store on its own claim; a headless Service for serviceName; the
+// hub stream it may create as stream.json defines it; probes as the bridge's.
+func (c checker) edgePod(pd pod, ctr container, where string, uses []envUse, env map[string]string) {
+	file := pd.obj.file
+	if pd.obj.Kind != "StatefulSet" {
+		c.p.add(file, "%s runs an edge outside a StatefulSet: each edge needs an id and a volume that stay its own", where)
+		return
+	}
+	if slices.ContainsFunc(uses, func(u envUse) bool { return u.name == "NATS_URL" }) {
+		c.p.add(file, "%s sets both NATS_URL and NATS_HUB_URL, which the bridge refuses: an edge runs its own server", where)
+	}
+	if v, ok := env["NATS_HUB_URL"]; ok {
+		if _, err := publish.ParseHubURLs(strings.Split(v, ",")); err != nil {
+			c.p.add(file, "%s: NATS_HUB_URL: %v", where, err)
+		}
+	}
+	if d := c.hubDomain(env); !slices.Contains(c.hubDomains(), d) {
+		c.p.add(file, "%s looks for the hub's JetStream in domain %q (NATS_HUB_DOMAIN), which no hub config in deploy/nats runs (%v)", where, d, c.hubDomains())
+	}
+	byPod := slices.ContainsFunc(ctr.Env, func(e envVar) bool {
+		return e.Name == "NATS_EDGE_ID" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	})
+	if _, fixed := env["NATS_EDGE_ID"]; fixed || !byPod {
+		c.p.add(file, "%s does not take NATS_EDGE_ID from the pod's name (fieldRef metadata.name): replicas would share an id", where)
+	}
+	dir := c.storeDir(env)
+	claimed := slices.ContainsFunc(ctr.VolumeMounts, func(m volumeMount) bool {
+		return path.Clean(m.MountPath) == dir && !m.ReadOnly && slices.ContainsFunc(pd.obj.Spec.VolumeClaimTemplates, func(t claimTemplate) bool {
+			return t.Metadata.Name == m.Name
+		})
+	})
+	if !claimed {
+		c.p.add(file, "%s keeps its store %s on no volumeClaimTemplate: the backlog would go with the pod", where, dir)
+	}
+	if sc := pd.spec.SecurityContext; sc == nil || sc.FSGroup == nil {
+		c.p.add(file, "%s: the pod has no securityContext.fsGroup, so the non-root bridge may not write its volume", where)
+	}
+	headless := slices.ContainsFunc(c.d.objects, func(o k8sObject) bool {
+		return o.Kind == "Service" && o.name() == pd.obj.Spec.ServiceName && o.Spec.ClusterIP == "None" && containsAll(pd.meta.Labels, stringMap(o.Spec.Selector))
+	})
+	if !headless {
+		c.p.add(file, "%s: serviceName %q names no headless Service that selects its pods", where, pd.obj.Spec.ServiceName)
+	}
+	c.streamSettings(file, where, env)
+	for name, s := range c.d.streams {
+		if r := env["NATS_REPLICAS"]; r != strconv.Itoa(s.Replicas) {
+			c.p.add(file, "%s sets NATS_REPLICAS=%q for the hub stream it creates when missing, %s has %d replicas", where, r, name, s.Replicas)
+		}
+	}
+	c.probes(file, where, ctr, env)
+}
+
+// probes checks a bridge container's liveness and readiness probes: the paths the bridge serves,
+// on the port it listens on.
+func (c checker) probes(file, where string, ctr container, env map[string]string) {
 	listen := c.bridgeListenPort(file, env)
 	for _, pr := range []struct {
 		name, path string
@@ -586,8 +804,10 @@ func (c checker) pdbAndService(objs []k8sObject) {
 }
 
 // kustomization checks that kustomization.yaml lists every manifest meant for `kubectl apply`
-// (those with a fixed name; generateName ones are for `kubectl create`) and pins the image.
-func (c checker) kustomization(objs []k8sObject, images []string) {
+// (those with a fixed name; generateName ones are for `kubectl create`) and pins the image. It is
+// the hub-side stack: edge manifests (edges, by base name) run at other sites, applied on their
+// own, and must stay out of it.
+func (c checker) kustomization(objs []k8sObject, images []string, edges map[string]bool) {
 	const file = "kubernetes/kustomization.yaml"
 	var k *k8sObject
 	applied := map[string]bool{}
@@ -595,7 +815,7 @@ func (c checker) kustomization(objs []k8sObject, images []string) {
 		switch {
 		case o.Kind == "Kustomization":
 			k = &objs[i]
-		case o.Metadata.Name != "":
+		case o.Metadata.Name != "" && !edges[path.Base(o.file)]:
 			applied[path.Base(o.file)] = true
 		}
 	}
@@ -604,6 +824,10 @@ func (c checker) kustomization(objs []k8sObject, images []string) {
 		return
 	}
 	for _, r := range k.Resources {
+		if edges[r] {
+			c.p.add(file, "lists %s, an edge: applying the hub-side stack would start an edge beside the bridge", r)
+			continue
+		}
 		if !applied[r] {
 			c.p.add(file, "resource %s is no manifest under deploy/kubernetes with a fixed name", r)
 		}
@@ -692,11 +916,13 @@ func (c checker) streams() {
 
 // natsConfs checks the NATS server configs: each parses, runs JetStream with a store and takes
 // the bridge's largest message; the cluster one makes each of its nodes a distinct member of a
-// named cluster with routes to all.
+// named cluster with routes to all; one is a hub, whose leaf connections come in the JetStream
+// domain edges look for by default.
 func (c checker) natsConfs() {
 	maxBody, _ := strconv.ParseInt(c.code.def("BRIDGE_MAX_BODY_BYTES"), 10, 64)
 	need := max(maxBody+64<<10, 1<<20) // what the bridge asks of max_payload (cmd/bridge maxPayload)
-	clusters := 0
+	clusters, hubs := 0, 0
+	hubDomain := c.code.def("NATS_HUB_DOMAIN")
 	for _, file := range slices.Sorted(maps.Keys(c.d.natsConfs)) {
 		text := c.d.natsConfs[file]
 		nodes := []string{""}
@@ -724,6 +950,18 @@ func (c checker) natsConfs() {
 				c.p.add(file, "clients port is %d, want %d", opts.Port, natsClientPort)
 			}
 			names[opts.ServerName] = true
+			if opts.LeafNode.Port != 0 {
+				if node == nodes[0] {
+					hubs++
+				}
+				switch opts.JetStreamDomain {
+				case hubDomain:
+				case "":
+					c.p.add(file, "takes leaf connections but has no jetstream domain: edges look for their hub in %q (NATS_HUB_DOMAIN's default)", hubDomain)
+				default:
+					c.p.add(file, "takes leaf connections with the jetstream domain %q, but edges look for their hub in %q (NATS_HUB_DOMAIN's default)", opts.JetStreamDomain, hubDomain)
+				}
+			}
 			if opts.Cluster.Port == 0 {
 				continue
 			}
@@ -742,6 +980,25 @@ func (c checker) natsConfs() {
 	if clusters != clusterNodes {
 		c.p.add("nats", "no config runs a %d-node cluster with server_name from $SERVER_NAME", clusterNodes)
 	}
+	if hubs == 0 {
+		c.p.add("nats", "no config is a hub for edges: a leafnodes block and the jetstream domain %q", hubDomain)
+	}
+}
+
+// hubDomains are the JetStream domains of the deploy/nats configs that take leaf connections.
+func (c checker) hubDomains() []string {
+	var out []string
+	for _, file := range slices.Sorted(maps.Keys(c.d.natsConfs)) {
+		text := c.d.natsConfs[file]
+		if strings.Contains(text, "$SERVER_NAME") {
+			text = "SERVER_NAME: \"nats-0\"\n" + text
+		}
+		opts := &server.Options{}
+		if opts.ProcessConfigString(text) == nil && opts.LeafNode.Port != 0 && !slices.Contains(out, opts.JetStreamDomain) {
+			out = append(out, opts.JetStreamDomain)
+		}
+	}
+	return out
 }
 
 // dashboards checks that the Grafana dashboards query only metrics the bridge serves, and all of them.

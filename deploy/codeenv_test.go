@@ -209,13 +209,17 @@ func TestEnvInDir(t *testing.T) {
 
 func TestLoadCodeEnv(t *testing.T) {
 	code := loadCode(t)
-	for _, name := range []string{"BRIDGE_LISTEN", "AYRSHARE_WEBHOOK_SECRETS", "NATS_URL", "NATS_TLS_KEY", "NATS_DEDUP_WINDOW", "LOG_LEVEL"} {
+	for _, name := range []string{"BRIDGE_LISTEN", "AYRSHARE_WEBHOOK_SECRETS", "NATS_URL", "NATS_TLS_KEY", "NATS_DEDUP_WINDOW", "LOG_LEVEL", "NATS_HUB_URL", "NATS_EDGE_ID"} {
 		if !code.knows(bridge, name) {
 			t.Errorf("bridge does not read %s, by this test's reading of cmd/bridge and publish", name)
 		}
 	}
 	if got := code.def("NATS_DEDUP_WINDOW"); got != "24h" {
 		t.Errorf("NATS_DEDUP_WINDOW default = %q, want 24h", got)
+	}
+	// The edge checks compare the hub's config with this default.
+	if got := code.def("NATS_HUB_DOMAIN"); got != "hub" {
+		t.Errorf("NATS_HUB_DOMAIN default = %q, want hub", got)
 	}
 	for _, name := range []string{"AYRSHARE_API_KEY", "NATS_URL", "NATS_STREAM"} {
 		if !code.knows(replay, name) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
@@ -60,6 +61,79 @@ func TestBridgeAgainstNATSContainer(t *testing.T) {
 func TestBridgeProcessAgainstServer(t *testing.T) {
 	proctest.SkipShort(t, "builds and runs the bridge binary")
 	webhookRoundTrip(t, natstest.RunServer(t, "").ClientURL())
+}
+
+// TestEdgeThroughHubConf runs deploy/nats/hub.conf in-process (on free loopback ports and a
+// temporary store, otherwise as compose runs it) and the bridge as an edge of it, as the edge
+// profile does: a webhook posted to the edge must reach the hub's AYRSHARE stream, which the
+// edge creates with itself as a source.
+func TestEdgeThroughHubConf(t *testing.T) {
+	proctest.SkipShort(t, "builds and runs the bridge binary as an edge")
+	ctx := t.Context()
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(string(readDeployFiles(t, ".")["nats/hub.conf"])); err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port = "127.0.0.1", -1
+	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", -1
+	opts.HTTPPort, opts.StoreDir = 0, t.TempDir()
+	opts.NoLog, opts.NoSigs = true, true
+	hub, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go hub.Start()
+	t.Cleanup(func() { hub.Shutdown(); hub.WaitForShutdown() })
+	if !hub.ReadyForConnections(20 * time.Second) {
+		t.Fatal("hub not ready")
+	}
+	// The server writes the leaf port it picked back into opts before it is ready.
+	leafURL := fmt.Sprintf("nats-leaf://127.0.0.1:%d", opts.LeafNode.Port)
+
+	addr := startBridgeEnv(t,
+		"NATS_HUB_URL="+leafURL,
+		"NATS_EDGE_ID=t1",
+		"NATS_EMBEDDED_DIR="+t.TempDir(),
+		"NATS_EMBEDDED_LISTEN=127.0.0.1:0",
+		"NATS_HUB_CHECK_INTERVAL=1s",
+	)
+	waitReady(t, "http://"+addr+"/readyz")
+	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	postWebhook(t, "http://"+addr+"/webhook", body, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+
+	nc, err := nats.Connect(hub.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		s, err := js.Stream(ctx, "AYRSHARE")
+		if err != nil {
+			return err
+		}
+		if n := s.CachedInfo().State.Msgs; n != 1 {
+			return fmt.Errorf("hub stream holds %d events, want 1", n)
+		}
+		return nil
+	})
+	s, err := js.Stream(ctx, "AYRSHARE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := msg.Header.Get(nats.MsgIdHdr); msg.Subject != "ayrshare.social.link" || id != "TKLc30192HLGw5UeJ46" {
+		t.Errorf("hub stored %s with id %q, want ayrshare.social.link TKLc30192HLGw5UeJ46", msg.Subject, id)
+	}
 }
 
 // webhookRoundTrip builds and starts the bridge against natsURL, posts a webhook twice and reads
@@ -162,14 +236,19 @@ func TestMain(m *testing.M) { proctest.Main(m) }
 // test ends it stops the bridge with SIGTERM and expects a clean exit.
 func startBridge(t *testing.T, natsURL string) string {
 	t.Helper()
+	return startBridgeEnv(t, "NATS_URL="+natsURL)
+}
+
+// startBridgeEnv is startBridge with the NATS settings in env.
+func startBridgeEnv(t *testing.T, env ...string) string {
+	t.Helper()
 	addrs := make(chan string, 1)
-	p := proctest.Start(t, proc.Config{Bin: proctest.Build(t, "./cmd/bridge"), CleanEnv: true, Env: []string{
-		"NATS_URL=" + natsURL,
+	p := proctest.Start(t, proc.Config{Bin: proctest.Build(t, "./cmd/bridge"), CleanEnv: true, Env: append([]string{
 		"BRIDGE_LISTEN=127.0.0.1:0",
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
 		"HOME=" + t.TempDir(),
-	}, Line: func(b []byte) {
+	}, env...), Line: func(b []byte) {
 		var line struct {
 			Msg  string `json:"message"`
 			Addr string `json:"addr"`

@@ -92,6 +92,36 @@ func TestChecksCatchMistakes(t *testing.T) {
 		"compose: replay binary elsewhere": {
 			"compose.yaml", `entrypoint: ["/usr/local/bin/replay"]`, `entrypoint: ["/replay"]`,
 			"service replay runs /replay, but the image installs its commands in /usr/local/bin"},
+		"compose: edge with a misspelt NATS_HUB_URL": {
+			"compose.yaml", "NATS_HUB_URL: nats-leaf://hub:7422", "NATS_HUB_ULR: nats-leaf://hub:7422",
+			"service edge-1 sets NATS_HUB_ULR, which bridge does not read"},
+		"compose: edge dialling another leaf port": {
+			"compose.yaml", "NATS_HUB_URL: nats-leaf://hub:7422", "NATS_HUB_URL: nats-leaf://hub:4222",
+			"NATS_HUB_URL nats-leaf://hub:4222: service hub takes leaf connections on port 7422"},
+		"compose: edge dialling no hub": {
+			"compose.yaml", "NATS_HUB_URL: nats-leaf://hub:7422", "NATS_HUB_URL: nats-leaf://nats:7422",
+			"service nats takes no leaf connections"},
+		"compose: edge without an id": {
+			"compose.yaml", "      NATS_EDGE_ID: edge-1\n", "",
+			"service edge-1 has no NATS_EDGE_ID"},
+		"compose: edge inheriting another's id": {
+			"compose.yaml", "      NATS_EDGE_ID: edge-2\n", "",
+			"service edge-2 has the NATS_EDGE_ID edge-1 of service edge-1"},
+		"compose: edge store off its volume": {
+			"compose.yaml", "      - edge-2-data:/data\n", "      - edge-2-data:/var/lib/edge\n",
+			"service edge-2 keeps its store /data on no writable named volume"},
+		"compose: two edges on one volume": {
+			"compose.yaml", "      - edge-2-data:/data\n", "      - edge-1-data:/data\n",
+			"service edge-1 shares its store volume edge-1-data with service edge-2"},
+		"compose: edge in a plain up": {
+			"compose.yaml", "  edge-1: &edge\n    profiles: [edge]\n", "  edge-1: &edge\n",
+			"service edge-1 is an edge without a profile"},
+		"compose: hub in a plain up": {
+			"compose.yaml", "  hub:\n    profiles: [edge]\n", "  hub:\n",
+			"service hub, the hub of edge-1, has no profile"},
+		"compose: edge looking in another domain": {
+			"compose.yaml", "      NATS_EDGE_ID: edge-2\n", "      NATS_EDGE_ID: edge-2\n      NATS_HUB_DOMAIN: central\n",
+			`service edge-2 looks for the hub's JetStream in domain "central" (NATS_HUB_DOMAIN), service hub runs domain "hub"`},
 		"kubernetes: one replica": {
 			"kubernetes/deployment.yaml", "replicas: 2", "replicas: 1",
 			"the Deployment must run at least 2 replicas"},
@@ -140,6 +170,27 @@ func TestChecksCatchMistakes(t *testing.T) {
 		"kubernetes: added manifest with a wrong variable": {
 			"kubernetes/debug.yaml", "", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: debug\nspec:\n  template:\n    spec:\n      containers:\n        - name: replay\n          image: ghcr.io/ayrbridge/ayrbridge:0.1.0\n          command: [/usr/local/bin/replay]\n          args: [--since, 1h]\n          env:\n            - name: AYRSHARE_APIKEY\n              value: x\n",
 			"Job debug container replay sets AYRSHARE_APIKEY, which replay does not read"},
+		"kubernetes: edge as a Deployment": {
+			"kubernetes/edge-statefulset.yaml", "kind: StatefulSet", "kind: Deployment",
+			"Deployment ayrbridge-edge container bridge runs an edge outside a StatefulSet"},
+		"kubernetes: edge id shared by the replicas": {
+			"kubernetes/edge-statefulset.yaml", "              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.name\n", "              value: edge-1\n",
+			"does not take NATS_EDGE_ID from the pod's name"},
+		"kubernetes: edge store on no claim": {
+			"kubernetes/edge-statefulset.yaml", "              mountPath: /data\n", "              mountPath: /store\n",
+			"keeps its store /data on no volumeClaimTemplate"},
+		"kubernetes: edge volume not writable": {
+			"kubernetes/edge-statefulset.yaml", "        fsGroup: 65532\n", "",
+			"the pod has no securityContext.fsGroup"},
+		"kubernetes: edge with NATS_URL too": {
+			"kubernetes/edge-statefulset.yaml", "  NATS_HUB_DOMAIN: hub\n", "  NATS_HUB_DOMAIN: hub\n  NATS_URL: nats://nats:4222\n",
+			"sets both NATS_URL and NATS_HUB_URL"},
+		"kubernetes: edge without its headless Service": {
+			"kubernetes/edge-statefulset.yaml", "  clusterIP: None\n", "",
+			`serviceName "ayrbridge-edge-pods" names no headless Service`},
+		"kubernetes: edge in the hub-side kustomization": {
+			"kubernetes/kustomization.yaml", "  - pdb.yaml\n", "  - pdb.yaml\n  - edge-statefulset.yaml\n",
+			"lists edge-statefulset.yaml, an edge"},
 		"stream.json: another dedup window": {
 			"nats/stream.json", `"duplicate_window": 86400000000000`, `"duplicate_window": 3600000000000`,
 			"duplicate_window is 1h0m0s, the bridge creates 24h0m0s"},
@@ -161,6 +212,21 @@ func TestChecksCatchMistakes(t *testing.T) {
 		"nats: compose config without JetStream": {
 			"nats/single-node.conf", "jetstream {", "xjetstream_off {",
 			"does not load in nats-server"},
+		"nats: hub without a domain": {
+			"nats/hub.conf", "  domain: hub\n", "",
+			`nats/hub.conf: takes leaf connections but has no jetstream domain`},
+		"nats: hub in another domain": {
+			"nats/hub.conf", "  domain: hub\n", "  domain: central\n",
+			`looks for the hub's JetStream in domain "hub" (NATS_HUB_DOMAIN), which no hub config in deploy/nats runs ([central])`},
+		"nats: no hub config": {
+			"nats/hub.conf", "leafnodes {\n  listen: 0.0.0.0:7422\n", "leafnodes {\n",
+			"no config is a hub for edges"},
+		"nats: hub off the leaf port compose dials": {
+			"nats/hub.conf", "listen: 0.0.0.0:7422", "listen: 0.0.0.0:7433",
+			"NATS_HUB_URL nats-leaf://hub:7422: service hub takes leaf connections on port 7433"},
+		"grafana: an edge metric left out": {
+			"grafana/ayrbridge.json", "ayrbridge_edge_sourcing_consumers", "ayrbridge_edge_hub_attached",
+			"shows nothing of ayrbridge_edge_sourcing_consumers"},
 		"grafana: metric the bridge does not serve": {
 			"grafana/ayrbridge.json", "ayrbridge_duplicates_total", "ayrbridge_dupes_total",
 			"queries ayrbridge_dupes_total, which the bridge does not serve"},
@@ -225,6 +291,8 @@ func TestComposeEnvironment(t *testing.T) {
 		"list":           {"- A=x\n- B\n- C=\n- D=a=b\n", map[string]*string{"A": str("x"), "B": nil, "C": str(""), "D": str("a=b")}},
 		"absent":         {"", map[string]*string{}},
 		"numbers quoted": {"N: 1\n", map[string]*string{"N": str("1")}},
+		"merged":         {"<<: {A: x, B: y}\nB: z\n", map[string]*string{"A": str("x"), "B": str("z")}},
+		"merged after":   {"B: z\n<<: [{A: x, B: y}, {C: w}]\n", map[string]*string{"A": str("x"), "B": str("z"), "C": str("w")}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -319,14 +320,44 @@ func (s *stringList) UnmarshalYAML(n *yaml.Node) error {
 
 // composeEnvironment reads a service's environment in either of its forms: a map (a null value
 // passes the shell's value through) or a list of NAME=value or NAME. Values are nil when not given.
+// A map may merge others (<<: *anchor), as the edges of compose.yaml share theirs.
 func composeEnvironment(n yaml.Node) (map[string]*string, error) {
 	env := map[string]*string{}
 	switch n.Kind {
 	case 0:
 		return env, nil
+	case yaml.AliasNode:
+		return composeEnvironment(*n.Alias)
 	case yaml.MappingNode:
+		// Merged maps first: the map's own keys override theirs, wherever the << stands.
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag != "!!merge" {
+				continue
+			}
+			merged := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				merged = v.Content
+			}
+			for _, m := range merged {
+				if m.Kind == yaml.AliasNode {
+					m = m.Alias
+				}
+				if m.Kind != yaml.MappingNode {
+					return nil, fmt.Errorf("environment at line %d merges something other than a map", m.Line)
+				}
+				menv, err := composeEnvironment(*m)
+				if err != nil {
+					return nil, err
+				}
+				maps.Copy(env, menv)
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" {
+				continue
+			}
 			if v.Tag == "!!null" {
 				env[k.Value] = nil
 				continue
@@ -389,6 +420,14 @@ type k8sSpec struct {
 	JobTemplate  *jobTemplate   `yaml:"jobTemplate"`
 	MinAvailable *intOrString   `yaml:"minAvailable"`
 	Ports        []servicePort  `yaml:"ports"`
+	ClusterIP    string         `yaml:"clusterIP"`
+	// StatefulSet
+	ServiceName          string          `yaml:"serviceName"`
+	VolumeClaimTemplates []claimTemplate `yaml:"volumeClaimTemplates"`
+}
+
+type claimTemplate struct {
+	Metadata k8sMeta `yaml:"metadata"`
 }
 
 type jobTemplate struct {
@@ -418,6 +457,13 @@ type container struct {
 	ReadinessProbe  *probe               `yaml:"readinessProbe"`
 	Resources       map[string]yaml.Node `yaml:"resources"`
 	SecurityContext *securityContext     `yaml:"securityContext"`
+	VolumeMounts    []volumeMount        `yaml:"volumeMounts"`
+}
+
+type volumeMount struct {
+	Name      string `yaml:"name"`
+	MountPath string `yaml:"mountPath"`
+	ReadOnly  bool   `yaml:"readOnly"`
 }
 
 type envVar struct {
@@ -426,6 +472,9 @@ type envVar struct {
 	ValueFrom *struct {
 		SecretKeyRef    *keyRef `yaml:"secretKeyRef"`
 		ConfigMapKeyRef *keyRef `yaml:"configMapKeyRef"`
+		FieldRef        *struct {
+			FieldPath string `yaml:"fieldPath"`
+		} `yaml:"fieldRef"`
 	} `yaml:"valueFrom"`
 }
 
@@ -469,6 +518,7 @@ type intOrString string
 type securityContext struct {
 	RunAsNonRoot             *bool  `yaml:"runAsNonRoot"`
 	RunAsUser                *int64 `yaml:"runAsUser"`
+	FSGroup                  *int64 `yaml:"fsGroup"`
 	ReadOnlyRootFilesystem   *bool  `yaml:"readOnlyRootFilesystem"`
 	AllowPrivilegeEscalation *bool  `yaml:"allowPrivilegeEscalation"`
 	Capabilities             *struct {
@@ -504,7 +554,7 @@ type pod struct {
 	meta k8sMeta
 }
 
-// pods returns the pod templates of Deployments, Jobs and CronJobs.
+// pods returns the pod templates of Deployments, StatefulSets, Jobs and CronJobs.
 func pods(objs []k8sObject) []pod {
 	var out []pod
 	for _, o := range objs {
