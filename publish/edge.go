@@ -48,7 +48,6 @@ type leafLinks interface{ NumLeafNodes() int }
 // an explicit duplicate window) and exports the edge's backlog and link state at scrape time.
 type Edge struct {
 	cfg      EdgeConfig
-	consumer bool // the hub consumer exists; only the checking goroutine touches it
 	local    jetstream.JetStream
 	hub      jetstream.JetStream
 	links    leafLinks
@@ -56,6 +55,10 @@ type Edge struct {
 	attached atomic.Bool
 	checks   *prometheus.CounterVec
 	descs    edgeDescs
+
+	// Only the checking goroutine touches these: the hub consumer was set up (or found
+	// impossible), and whether the source names it.
+	consumerChecked, ownConsumer bool
 }
 
 type edgeDescs struct {
@@ -107,10 +110,11 @@ func NewEdge(nc *nats.Conn, links leafLinks, cfg EdgeConfig, log zerolog.Logger)
 
 // Source is this edge's stream as the hub stream lists it.
 func (e *Edge) Source() *jetstream.StreamSource {
-	return &jetstream.StreamSource{
-		Name: e.cfg.Stream, Domain: e.cfg.Domain,
-		Consumer: &jetstream.StreamConsumerSource{Name: hubConsumer, DeliverSubject: e.deliverSubject()},
+	src := &jetstream.StreamSource{Name: e.cfg.Stream, Domain: e.cfg.Domain}
+	if e.ownConsumer || !e.consumerChecked {
+		src.Consumer = &jetstream.StreamConsumerSource{Name: hubConsumer, DeliverSubject: e.deliverSubject()}
 	}
+	return src
 }
 
 // deliverSubject is where the hub consumer pushes; it crosses the leaf link, so it is unique
@@ -186,11 +190,18 @@ func (e *Edge) Check(ctx context.Context) (changed bool, err error) {
 }
 
 func (e *Edge) check(ctx context.Context) (bool, error) {
-	if !e.consumer {
-		if err := e.ensureConsumer(ctx); err != nil {
-			return false, err
+	if !e.consumerChecked {
+		err := e.ensureConsumer(ctx)
+		if err != nil {
+			s, serr := e.local.Stream(ctx, e.cfg.Stream)
+			if serr != nil || s.CachedInfo().State.Consumers == 0 {
+				return false, err
+			}
+			// A work-queue stream takes one unfiltered consumer, and the hub already made its own
+			// (an edge attached by hand without the consumer): go on with that one.
+			e.log.Warn().Err(err).Msg("the hub sources this edge through a consumer of its own; after an outage it may take up to 2 minutes to resume")
 		}
-		e.consumer = true
+		e.consumerChecked, e.ownConsumer = true, err == nil
 	}
 	s, err := e.hub.Stream(ctx, e.cfg.Hub.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -75,7 +75,7 @@ func run(ctx context.Context, duration, warmup time.Duration, rate float64, conn
 	if err := harness.WaitReady(ctx, addr, false); err != nil {
 		return err
 	}
-	nc, js, err := harness.ConnectJS(ctx, natsURL, true)
+	nc, js, err := harness.ConnectJS(ctx, natsURL, "AYRSHARE")
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ wait:
 		}
 	}
 	sent, ok, failed = sent+res.Sent, ok+res.OK, failed+res.Sent-res.OK
-	stored, err := harness.StoredCount(ctx, js)
+	stored, err := harness.StoredCount(ctx, js, "AYRSHARE")
 	if err != nil {
 		return err
 	}

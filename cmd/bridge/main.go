@@ -106,7 +106,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	// A stream that exists but cannot serve stops the bridge; NATS being unreachable does not:
 	// readiness stays false and setup is retried until NATS comes.
 	fatal := make(chan error, 1)
-	go ensureStream(ctx, js, nc, cfg, log, fatal)
+	streamReady := make(chan struct{})
+	go ensureStream(ctx, js, nc, cfg, log, streamReady, fatal)
 
 	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
 	if err != nil {
@@ -129,8 +130,15 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 			return err
 		}
 		reg.MustRegister(edge)
-		// The hub plays no part in the answers: attaching runs beside them, as long as it takes.
-		go edge.Run(ctx)
+		// The hub plays no part in the answers: attaching runs beside them, as long as it takes,
+		// once the edge stream it attaches exists.
+		go func() {
+			select {
+			case <-streamReady:
+				edge.Run(ctx)
+			case <-ctx.Done():
+			}
+		}()
 	}
 	metrics, err := ingest.NewMetrics(reg)
 	if err != nil {
@@ -190,9 +198,9 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	return runErr
 }
 
-// ensureStream sets up the stream once NATS answers, retrying connection problems and
-// reporting a stream that cannot serve on fatal.
-func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg config, log zerolog.Logger, fatal chan<- error) {
+// ensureStream sets up the stream once NATS answers, retrying connection problems, then closes
+// ready; a stream that cannot serve is reported on fatal.
+func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cfg config, log zerolog.Logger, ready chan<- struct{}, fatal chan<- error) {
 	policy := &backoff.ExponentialBackOff{
 		InitialInterval:     100 * time.Millisecond,
 		RandomizationFactor: 0.2,
@@ -223,6 +231,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cf
 		log.Info().Str("stream", info.Config.Name).Strs("subjects", info.Config.Subjects).
 			Int("replicas", info.Config.Replicas).Stringer("dedup_window", info.Config.Duplicates).
 			Uint64("messages", info.State.Msgs).Msg("stream ready")
+		close(ready)
 	case errors.Is(err, publish.ErrStreamIncompatible):
 		fatal <- err
 	}

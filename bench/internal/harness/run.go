@@ -17,9 +17,9 @@ import (
 	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
-// StoredCount is the number of messages the AYRSHARE stream holds.
-func StoredCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, "AYRSHARE")
+// StoredCount is the number of messages stream holds.
+func StoredCount(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
@@ -30,9 +30,9 @@ func StoredCount(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 	return info.State.Msgs, nil
 }
 
-// ConnectJS connects to url and, with waitStream, waits until the stream exists (the bridge
-// creates it after it connects).
-func ConnectJS(ctx context.Context, url string, waitStream bool) (*nats.Conn, jetstream.JetStream, error) {
+// ConnectJS connects to url and, with stream not empty, waits until that stream exists (the
+// bridge creates it after it connects).
+func ConnectJS(ctx context.Context, url string, stream string) (*nats.Conn, jetstream.JetStream, error) {
 	var nc *nats.Conn
 	var err error
 	for range 100 {
@@ -49,17 +49,17 @@ func ConnectJS(ctx context.Context, url string, waitStream bool) (*nats.Conn, je
 		nc.Close()
 		return nil, nil, err
 	}
-	if !waitStream {
+	if stream == "" {
 		return nc, js, nil
 	}
 	for range 100 {
-		if _, err = js.Stream(ctx, "AYRSHARE"); err == nil {
+		if _, err = js.Stream(ctx, stream); err == nil {
 			return nc, js, nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	nc.Close()
-	return nil, nil, fmt.Errorf("stream AYRSHARE on %s: %w", url, err)
+	return nil, nil, fmt.Errorf("stream %s on %s: %w", stream, url, err)
 }
 
 // WaitReady waits until the server answers: /readyz 200 for the bridge, any answer for naive.
