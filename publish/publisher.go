@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -325,7 +324,8 @@ func (p *Publisher) refused(ctx context.Context, msg *nats.Msg, err error) bool 
 // holds until consumers remove some, so retrying within the caller's deadline only adds load.
 func full(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed && strings.HasPrefix(apiErr.Description, "maximum ")
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStoreFailed &&
+		(apiErr.Description == "maximum bytes exceeded" || apiErr.Description == "maximum messages exceeded")
 }
 
 // refusal classifies err without asking the server: refused for good, or (ask) refused only

@@ -393,9 +393,51 @@ func TestEdgeSameWebhookTwoEdges(t *testing.T) {
 	t.Logf("two edges: 20+20 own and 10 shared webhooks sent to both; hub holds %d, each once", v.total)
 }
 
-// TestEdgeMatrix is the long run of edge-notes' test plan, about three minutes: the hub killed
-// and restarted during an outage, the edge SIGKILLed while the hub is catching up, and one
-// long-lived edge whose link flaps for 3, 15 and 45 seconds. Run it with
+// TestEdgeHubRestarted kills the hub during an outage and starts it again on its store: the
+// edge answers 200 throughout, and the hub, its state intact, catches up.
+func TestEdgeHubRestarted(t *testing.T) { hubRestarted(t, buildBridge(t), 300) }
+
+// TestEdgeKilledDuringCatchUp SIGKILLs the edge just after its link returned, while the hub
+// sources its backlog, and starts it again on its store.
+func TestEdgeKilledDuringCatchUp(t *testing.T) { killedDuringCatchUp(t, buildBridge(t), 300) }
+
+func hubRestarted(t *testing.T, bin string, n int) {
+	hub := natstest.RunHub(t)
+	s := newSender(t)
+	e := startEdge(t, bin, hub, "hubkill", nil)
+	e.waitAttached()
+	s.postN(e, "before", 100)
+	requireConverged(t, hub, s, e)
+	hub.Stop()
+	e.waitMetric("ayrbridge_edge_hub_connected", 0, 10*time.Second)
+	s.postN(e, "down", n)
+	e.waitMetric("ayrbridge_edge_backlog_messages", float64(n), 10*time.Second)
+	hub.Start()
+	up := time.Now()
+	e.waitMetric("ayrbridge_edge_hub_connected", 1, 30*time.Second)
+	requireConverged(t, hub, s, e)
+	t.Logf("hub restarted: %d acknowledged while it was down, drained %.1fs after it came back", n, time.Since(up).Seconds())
+}
+
+func killedDuringCatchUp(t *testing.T, bin string, n int) {
+	hub := natstest.RunHub(t)
+	s := newSender(t)
+	e := startEdge(t, bin, hub, "midkill", nil)
+	e.waitAttached()
+	e.cut()
+	s.postN(e, "cut", n)
+	e.restore()
+	time.Sleep(50 * time.Millisecond) // the hub is sourcing now
+	e.restart()
+	up := time.Now()
+	s.postN(e, "after", 100)
+	requireConverged(t, hub, s, e)
+	t.Logf("edge killed during catch-up: drained %.1fs after its restart", time.Since(up).Seconds())
+}
+
+// TestEdgeMatrix is the long run of edge-notes' test plan, about two minutes: the hub restart
+// and the edge kill with 1,000 events each, and one long-lived edge whose link flaps for 3, 15
+// and 45 seconds. Run it with
 //
 //	AYRBRIDGE_EDGE_MATRIX=1 go test ./cmd/bridge -run TestEdgeMatrix -v -timeout 20m
 func TestEdgeMatrix(t *testing.T) {
@@ -403,41 +445,8 @@ func TestEdgeMatrix(t *testing.T) {
 		t.Skip("the long edge matrix runs with AYRBRIDGE_EDGE_MATRIX=1 (see the test's comment)")
 	}
 	bin := buildBridge(t)
-
-	t.Run("hub restarted during the outage", func(t *testing.T) {
-		hub := natstest.RunHub(t)
-		s := newSender(t)
-		e := startEdge(t, bin, hub, "hubkill", nil)
-		e.waitAttached()
-		s.postN(e, "before", 100)
-		requireConverged(t, hub, s, e)
-		hub.Stop()
-		e.waitMetric("ayrbridge_edge_hub_connected", 0, 10*time.Second)
-		s.postN(e, "down", 1000)
-		e.waitMetric("ayrbridge_edge_backlog_messages", 1000, 10*time.Second)
-		hub.Start()
-		up := time.Now()
-		e.waitMetric("ayrbridge_edge_hub_connected", 1, 30*time.Second)
-		requireConverged(t, hub, s, e)
-		t.Logf("hub restarted: 1000 acknowledged while it was down, drained %.1fs after it came back", time.Since(up).Seconds())
-	})
-
-	t.Run("edge killed while the hub catches up", func(t *testing.T) {
-		hub := natstest.RunHub(t)
-		s := newSender(t)
-		e := startEdge(t, bin, hub, "midkill", nil)
-		e.waitAttached()
-		e.cut()
-		s.postN(e, "cut", 1000)
-		e.restore()
-		time.Sleep(50 * time.Millisecond) // the hub is sourcing now
-		e.restart()
-		up := time.Now()
-		s.postN(e, "after", 100)
-		requireConverged(t, hub, s, e)
-		t.Logf("edge killed during catch-up: drained %.1fs after its restart", time.Since(up).Seconds())
-	})
-
+	t.Run("hub restarted during the outage", func(t *testing.T) { hubRestarted(t, bin, 1000) })
+	t.Run("edge killed while the hub catches up", func(t *testing.T) { killedDuringCatchUp(t, bin, 1000) })
 	t.Run("link flaps", func(t *testing.T) {
 		hub := natstest.RunHub(t)
 		s := newSender(t)
