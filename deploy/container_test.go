@@ -98,21 +98,10 @@ func TestEdgeThroughHubConf(t *testing.T) {
 		"NATS_HUB_CHECK_INTERVAL=1s",
 	)
 	waitReady(t, "http://"+addr+"/readyz")
-	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := socialLink(t)
 	postWebhook(t, "http://"+addr+"/webhook", body, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 
-	nc, err := nats.Connect(hub.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, hub)
 	natstest.Eventually(t, 30*time.Second, func() error {
 		s, err := js.Stream(ctx, "AYRSHARE")
 		if err != nil {
@@ -144,10 +133,7 @@ func webhookRoundTrip(t *testing.T, natsURL string) {
 	addr := startBridge(t, natsURL)
 	waitReady(t, "http://"+addr+"/readyz")
 
-	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := socialLink(t)
 	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	first := postWebhook(t, "http://"+addr+"/webhook", body, traceparent)
 	if first.Subject != "ayrshare.social.link" || first.ID != "TKLc30192HLGw5UeJ46" || first.Duplicate {
@@ -198,6 +184,16 @@ func webhookRoundTrip(t *testing.T, natsURL string) {
 	if err := ev.Validate(); err != nil || ev.ID() != first.ID {
 		t.Errorf("CloudEvent %s invalid (%v) or not the stored one", ev.ID(), err)
 	}
+}
+
+// socialLink is the fixture both round trips post.
+func socialLink(t *testing.T) []byte {
+	t.Helper()
+	body, err := os.ReadFile(filepath.Join("..", "schema", "testdata", "fixtures", "social_link.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
 
 // requireDocker skips the test, saying why, when no Docker engine answers.

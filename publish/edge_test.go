@@ -18,9 +18,17 @@ import (
 	"github.com/ayrbridge/ayrbridge/publish"
 )
 
+// edgeServer is an in-process edge: its server, a client connection and the edge stream.
+type edgeServer struct {
+	ns     *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream publish.StreamConfig
+}
+
 // runEdge starts an edge server with id that dials leafAddr, its leaf link denying deny, and
 // the edge's stream with the given budget.
-func runEdge(t *testing.T, id, leafAddr string, deny []string, budget int64) (*server.Server, *nats.Conn, publish.StreamConfig) {
+func runEdge(t *testing.T, id, leafAddr string, deny []string, budget int64) edgeServer {
 	t.Helper()
 	ns, err := publish.StartEmbedded(publish.EmbeddedConfig{
 		Listen: "127.0.0.1:0", StoreDir: t.TempDir(),
@@ -40,13 +48,13 @@ func runEdge(t *testing.T, id, leafAddr string, deny []string, budget int64) (*s
 	if _, err := publish.EnsureStream(t.Context(), js, sc); err != nil {
 		t.Fatal(err)
 	}
-	return ns, nc, sc
+	return edgeServer{ns: ns, nc: nc, js: js, stream: sc}
 }
 
-func newEdge(t *testing.T, ns *server.Server, nc *nats.Conn, sc publish.StreamConfig, attach bool) *publish.Edge {
+func (es edgeServer) newEdge(t *testing.T, attach bool) *publish.Edge {
 	t.Helper()
-	e, err := publish.NewEdge(nc, ns, publish.EdgeConfig{
-		Stream: sc.Name, Domain: ns.Name(), HubDomain: "hub", Hub: streamConfig(), Budget: sc.MaxBytes,
+	e, err := publish.NewEdge(es.nc, es.ns, publish.EdgeConfig{
+		Stream: es.stream.Name, Domain: es.ns.Name(), HubDomain: "hub", Hub: streamConfig(), Budget: es.stream.MaxBytes,
 		Attach: attach, Every: time.Second,
 	}, zerolog.Nop())
 	if err != nil {
@@ -74,6 +82,10 @@ func hubSources(t *testing.T, js jetstream.JetStream) (names []string, window ti
 	cfg := s.CachedInfo().Config
 	for _, src := range cfg.Sources {
 		names = append(names, src.Name)
+		// The edge's own consumer, so that the hub resumes on its heartbeats after an outage.
+		if c := src.Consumer; c == nil || c.Name != "AYRBRIDGE_HUB" || c.DeliverSubject != "ayrbridge.ayr-edge-"+strings.TrimPrefix(src.Name, "AYRSHARE_EDGE_")+".hub" {
+			t.Fatalf("hub source %s names consumer %+v, want the edge's AYRBRIDGE_HUB", src.Name, c)
+		}
 	}
 	slices.Sort(names)
 	return names, cfg.Duplicates
@@ -91,11 +103,11 @@ func TestEdgeCheckAttaches(t *testing.T) {
 	}
 	deny := []string{"ayrshare.>"}
 	var edges []*publish.Edge
-	var conns []*nats.Conn
+	var servers []edgeServer
 	for _, id := range []string{"a", "b"} {
-		ns, nc, sc := runEdge(t, id, hub.LeafAddr(), deny, 1<<20)
-		waitLinked(t, ns)
-		edges, conns = append(edges, newEdge(t, ns, nc, sc, true)), append(conns, nc)
+		es := runEdge(t, id, hub.LeafAddr(), deny, 1<<20)
+		waitLinked(t, es.ns)
+		edges, servers = append(edges, es.newEdge(t, true)), append(servers, es)
 	}
 	check := func(e *publish.Edge, wantChanged bool) {
 		t.Helper()
@@ -133,9 +145,9 @@ func TestEdgeCheckAttaches(t *testing.T) {
 	if _, err := hubJS.UpdateStream(t.Context(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	ns, nc, sc := runEdge(t, "c", hub.LeafAddr(), deny, 1<<20)
-	waitLinked(t, ns)
-	c := newEdge(t, ns, nc, sc, false)
+	es := runEdge(t, "c", hub.LeafAddr(), deny, 1<<20)
+	waitLinked(t, es.ns)
+	c := es.newEdge(t, false)
 	_, err = c.Check(t.Context())
 	for _, want := range []string{"does not source AYRSHARE_EDGE_c", "no duplicate window", "stream edit AYRSHARE"} {
 		if !errors.Is(err, publish.ErrNotAttached) || !strings.Contains(err.Error(), want) {
@@ -148,12 +160,11 @@ func TestEdgeCheckAttaches(t *testing.T) {
 	check(edges[0], true)
 
 	// What each edge stores reaches the hub once, marked with its source.
-	for i, nc := range conns {
-		js, _ := jetstream.New(nc)
+	for i, es := range servers {
 		for n := range 5 {
 			msg := nats.NewMsg(fmt.Sprintf("ayrshare.feed.e%d", i))
 			msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("e%d-%d", i, n))
-			if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+			if _, err := es.js.PublishMsg(t.Context(), msg); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -189,15 +200,14 @@ func TestEdgeLeafDenyPreventsDoubleCapture(t *testing.T) {
 			hub := natstest.RunHub(t)
 			hubNC, _ := natstest.Connect(t, hub.Server())
 			hubJS, _ := jetstream.NewWithDomain(hubNC, "hub")
-			ns, nc, sc := runEdge(t, "x", hub.LeafAddr(), tc.deny, 1<<20)
-			waitLinked(t, ns)
-			if _, err := newEdge(t, ns, nc, sc, true).Check(t.Context()); err != nil {
+			es := runEdge(t, "x", hub.LeafAddr(), tc.deny, 1<<20)
+			waitLinked(t, es.ns)
+			if _, err := es.newEdge(t, true).Check(t.Context()); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(500 * time.Millisecond) // interest propagation over the leaf
-			js, _ := jetstream.New(nc)
 			for n := range 20 {
-				if _, err := js.Publish(t.Context(), "ayrshare.feed.none", fmt.Appendf(nil, "x-%d", n)); err != nil {
+				if _, err := es.js.Publish(t.Context(), "ayrshare.feed.none", fmt.Appendf(nil, "x-%d", n)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -218,8 +228,8 @@ func TestEdgeLeafDenyPreventsDoubleCapture(t *testing.T) {
 // TestEdgeFullRefusesNew fills an edge whose hub is away: the first refusal is ErrStreamFull
 // (an ErrUnavailable), and nothing acknowledged before it was dropped to make room.
 func TestEdgeFullRefusesNew(t *testing.T) {
-	_, nc, sc := runEdge(t, "full", "127.0.0.1:1", []string{"ayrshare.>"}, 1<<20)
-	p := newPublisher(t, nc, sc.Name)
+	es := runEdge(t, "full", "127.0.0.1:1", []string{"ayrshare.>"}, 1<<20)
+	p := newPublisher(t, es.nc, es.stream.Name)
 	pad := strings.Repeat("x", 10<<10)
 	acked := 0
 	var err error
@@ -232,16 +242,7 @@ func TestEdgeFullRefusesNew(t *testing.T) {
 	if !errors.Is(err, publish.ErrStreamFull) || !errors.Is(err, publish.ErrUnavailable) {
 		t.Fatalf("after %d stored: %v, want ErrStreamFull and ErrUnavailable", acked, err)
 	}
-	if n := streamMsgs(t, mustJS(t, nc), sc.Name); n != uint64(acked) || acked < 50 {
+	if n := streamMsgs(t, es.js, es.stream.Name); n != uint64(acked) || acked < 50 {
 		t.Fatalf("edge holds %d messages, %d acknowledged", n, acked)
 	}
-}
-
-func mustJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
-	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }

@@ -241,6 +241,16 @@ func requireConverged(t *testing.T, hub *natstest.Hub, s *sender, edges ...*edge
 	return took
 }
 
+// attachedEdge starts a hub and one edge of it, waits until the edge is attached, and returns
+// them with a sender.
+func attachedEdge(t *testing.T, bin, id string, extra map[string]string) (*natstest.Hub, *sender, *edgeNode) {
+	t.Helper()
+	hub := natstest.RunHub(t)
+	e := startEdge(t, bin, hub, id, extra)
+	e.waitAttached()
+	return hub, newSender(t), e
+}
+
 // waitAttached waits until the hub stream lists the edge and the hub's sourcing consumer exists
 // at the edge, as on an edge that has run for a while.
 func (e *edgeNode) waitAttached() {
@@ -268,10 +278,7 @@ func (e *edgeNode) restore() {
 // holding every acknowledged event once, byte for byte, in the edge's order.
 func TestEdgeStoreAndForward(t *testing.T) {
 	bin := buildBridge(t)
-	hub := natstest.RunHub(t)
-	s := newSender(t)
-	e := startEdge(t, bin, hub, "t1", nil)
-	e.waitAttached()
+	hub, s, e := attachedEdge(t, bin, "t1", nil)
 
 	s.postN(e, "up", 200)
 	requireConverged(t, hub, s, e)
@@ -300,6 +307,9 @@ func TestEdgeStoreAndForward(t *testing.T) {
 	e.restore()
 	requireConverged(t, hub, s, e)
 	t.Logf("link cut: %d acknowledged during the outage, drained %.1fs after link-up", 500, time.Since(start).Seconds())
+	// Every event the edge stored was removed there once the hub had it; the resends stored nothing.
+	e.waitMetric("ayrbridge_edge_forwarded_messages_total", float64(s.ackedTotal()), 10*time.Second)
+	e.waitMetric("ayrbridge_edge_budget_bytes", 1<<30, time.Second)
 }
 
 // TestEdgeFull fills a small edge while its link is down: the first refusal is a 503 with
@@ -307,10 +317,7 @@ func TestEdgeStoreAndForward(t *testing.T) {
 // accepts again once its backlog drained.
 func TestEdgeFull(t *testing.T) {
 	bin := buildBridge(t)
-	hub := natstest.RunHub(t)
-	s := newSender(t)
-	e := startEdge(t, bin, hub, "small", map[string]string{"NATS_EDGE_MAX_BYTES": strconv.Itoa(1 << 20)})
-	e.waitAttached()
+	hub, s, e := attachedEdge(t, bin, "small", map[string]string{"NATS_EDGE_MAX_BYTES": strconv.Itoa(1 << 20)})
 	e.cut()
 	pad := strings.Repeat("p", 8<<10)
 	var refusal *http.Response
@@ -402,10 +409,7 @@ func TestEdgeHubRestarted(t *testing.T) { hubRestarted(t, buildBridge(t), 300) }
 func TestEdgeKilledDuringCatchUp(t *testing.T) { killedDuringCatchUp(t, buildBridge(t), 300) }
 
 func hubRestarted(t *testing.T, bin string, n int) {
-	hub := natstest.RunHub(t)
-	s := newSender(t)
-	e := startEdge(t, bin, hub, "hubkill", nil)
-	e.waitAttached()
+	hub, s, e := attachedEdge(t, bin, "hubkill", nil)
 	s.postN(e, "before", 100)
 	requireConverged(t, hub, s, e)
 	hub.Stop()
@@ -420,10 +424,7 @@ func hubRestarted(t *testing.T, bin string, n int) {
 }
 
 func killedDuringCatchUp(t *testing.T, bin string, n int) {
-	hub := natstest.RunHub(t)
-	s := newSender(t)
-	e := startEdge(t, bin, hub, "midkill", nil)
-	e.waitAttached()
+	hub, s, e := attachedEdge(t, bin, "midkill", nil)
 	e.cut()
 	s.postN(e, "cut", n)
 	e.restore()
@@ -448,10 +449,7 @@ func TestEdgeMatrix(t *testing.T) {
 	t.Run("hub restarted during the outage", func(t *testing.T) { hubRestarted(t, bin, 1000) })
 	t.Run("edge killed while the hub catches up", func(t *testing.T) { killedDuringCatchUp(t, bin, 1000) })
 	t.Run("link flaps", func(t *testing.T) {
-		hub := natstest.RunHub(t)
-		s := newSender(t)
-		e := startEdge(t, bin, hub, "flappy", nil)
-		e.waitAttached()
+		hub, s, e := attachedEdge(t, bin, "flappy", nil)
 		for _, outage := range []time.Duration{3 * time.Second, 15 * time.Second, 45 * time.Second} {
 			e.cut()
 			end := time.Now().Add(outage)

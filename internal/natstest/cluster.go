@@ -18,7 +18,7 @@ import (
 // JetStream has a meta leader. Each server stores under its own t.TempDir().
 func RunCluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	ports := freePorts(t, 2*n) // in one call, so no client port is also a route port
+	ports := proctest.FreePorts(t, 2*n) // in one call, so no client port is also a route port
 	clientPorts, routePorts := ports[:n], ports[n:]
 	var routes []*url.URL
 	for _, p := range routePorts {
@@ -108,6 +108,3 @@ func (p *ServerProcess) Kill() {
 		p.proc.Kill()
 	}
 }
-
-// freePorts picks n free loopback ports in one call, so none of them is picked twice.
-func freePorts(t testing.TB, n int) []int { return proctest.FreePorts(t, n) }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/ayrbridge/ayrbridge/internal/proctest"
 )
 
 // Hub is a JetStream server in domain "hub" with a leaf port, as edges dial it. Its ports and
@@ -22,7 +24,7 @@ type Hub struct {
 // down when the test ends.
 func RunHub(t testing.TB) *Hub {
 	t.Helper()
-	ports := freePorts(t, 2)
+	ports := proctest.FreePorts(t, 2) // in one call, so the two differ
 	h := &Hub{t: t, dir: t.TempDir(), clientPort: ports[0], leafPort: ports[1]}
 	h.Start()
 	t.Cleanup(h.Stop)
