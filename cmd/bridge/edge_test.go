@@ -64,8 +64,11 @@ func (e *edgeNode) restart() {
 }
 
 // metric reads one unlabelled gauge or counter from the edge's /metrics.
-func (e *edgeNode) metric(name string) (float64, error) {
-	res, err := client.Get(e.URL + "/metrics")
+func (e *edgeNode) metric(name string) (float64, error) { return scrapeMetric(e.URL, name) }
+
+// scrapeMetric reads one unlabelled gauge or counter from the /metrics of the bridge at url.
+func scrapeMetric(url, name string) (float64, error) {
+	res, err := client.Get(url + "/metrics")
 	if err != nil {
 		return 0, err
 	}

@@ -30,6 +30,10 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
+	// What the not-ready alert reads.
+	if v, err := scrapeMetric(b.URL, "ayrbridge_ready"); err != nil || v != 0 {
+		t.Errorf("ayrbridge_ready = %v, %v while NATS is down, want 0", v, err)
+	}
 	if code, _ := tryGet(b.URL + "/healthz"); code != 200 {
 		t.Errorf("healthz %d while NATS is down: liveness must not fail, or orchestrators restart a healthy bridge", code)
 	}
@@ -38,6 +42,9 @@ func TestNATSServerKilledUnderLoad(t *testing.T) {
 	srv.Start()
 	restartedAt := time.Now()
 	l.waitAcked(t, before+200)
+	if v, err := scrapeMetric(b.URL, "ayrbridge_ready"); err != nil || v != 1 {
+		t.Errorf("ayrbridge_ready = %v, %v once NATS is back, want 1", v, err)
+	}
 	acked := l.finish()
 	outage, slowest := l.longestOutage()
 	t.Logf("nats-server down %s; sent %d, acknowledged %d, refused %d; longest 503 window %s; slowest request %s",

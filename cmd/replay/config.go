@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -35,12 +37,15 @@ type config struct {
 	StreamMargin   time.Duration `env:"REPLAY_STREAM_MARGIN" envDefault:"1h"`
 	ConnectTimeout time.Duration `env:"REPLAY_NATS_CONNECT_TIMEOUT" envDefault:"10s"`
 	ProgressEvery  time.Duration `env:"REPLAY_PROGRESS_INTERVAL" envDefault:"10s"`
+	MetricsListen  string        `env:"REPLAY_METRICS_LISTEN"`  // host:port of /metrics and /healthz; empty: none
+	PushgatewayURL string        `env:"REPLAY_PUSHGATEWAY_URL"` // a one-shot run pushes its metrics there at the end
 
 	Log logging.Config
 
 	// From the flags.
-	Since   time.Time
-	Until   time.Time
+	Since   instant
+	Until   instant
+	Every   time.Duration // 0: one pass
 	Actions []string
 	DryRun  bool
 	JSON    bool
@@ -62,8 +67,9 @@ func loadConfig(args []string, environ map[string]string, now time.Time, stderr 
 
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	since := fs.String("since", "", "replay events created at or after this: an RFC 3339 time, or a duration back from now (72h, 30d); default six months ago, the history's horizon")
+	since := fs.String("since", "", "replay events created at or after this: an RFC 3339 time, or a duration back from now (72h, 30d), from each pass's start with --every; default six months ago, the history's horizon")
 	until := fs.String("until", "", "replay events created at or before this: an RFC 3339 time or a duration back from now; default now")
+	every := fs.String("every", "", "run a pass at once, then one every this long (15m, 1h; at least 1s) until SIGTERM; default one pass")
 	fs.Func("action", "replay only this action (repeatable, or comma-separated); default all", func(s string) error {
 		cfg.Actions = append(cfg.Actions, fields(s)...)
 		return nil
@@ -71,7 +77,7 @@ func loadConfig(args []string, environ map[string]string, now time.Time, stderr 
 	fs.BoolVar(&cfg.DryRun, "dry-run", false, "report the gaps, publish nothing")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the summary as JSON on stdout")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: replay [--since T] [--until T] [--action A]... [--dry-run] [--json]")
+		fmt.Fprintln(fs.Output(), "usage: replay [--since T] [--until T] [--every D] [--action A]... [--dry-run] [--json]")
 		fmt.Fprintln(fs.Output(), "Publishes the events of Ayrshare's webhook history that the NATS stream lacks.")
 		fs.PrintDefaults()
 	}
@@ -87,18 +93,25 @@ func loadConfig(args []string, environ map[string]string, now time.Time, stderr 
 
 	var errs []error
 	var err error
-	cfg.Since, cfg.Until = now.AddDate(0, -6, 0), now
+	cfg.Since, cfg.Until = instant{months: 6}, instant{}
 	if *since != "" {
-		if cfg.Since, err = when(*since, now); err != nil {
+		if cfg.Since, err = parseInstant(*since); err != nil {
 			errs = append(errs, fmt.Errorf("--since: %w", err))
 		}
 	}
 	if *until != "" {
-		if cfg.Until, err = when(*until, now); err != nil {
+		if cfg.Until, err = parseInstant(*until); err != nil {
 			errs = append(errs, fmt.Errorf("--until: %w", err))
 		}
 	}
-	if err := cfg.validate(); err != nil {
+	if *every != "" {
+		if cfg.Every, err = duration(*every); err != nil {
+			errs = append(errs, fmt.Errorf("--every: %w", err))
+		} else if cfg.Every < time.Second {
+			errs = append(errs, fmt.Errorf("--every %s: at least 1s", *every))
+		}
+	}
+	if err := cfg.validate(now); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -107,7 +120,7 @@ func loadConfig(args []string, environ map[string]string, now time.Time, stderr 
 	return cfg, nil
 }
 
-func (c config) validate() error {
+func (c config) validate(now time.Time) error {
 	var errs []error
 	if c.APIKey == "" {
 		errs = append(errs, errors.New("AYRSHARE_API_KEY is not set: the replay needs the Ayrshare API key to read the webhook history"))
@@ -115,8 +128,21 @@ func (c config) validate() error {
 	if c.Stream == "" {
 		errs = append(errs, errors.New("NATS_STREAM is empty"))
 	}
-	if !c.Since.IsZero() && !c.Until.IsZero() && !c.Since.Before(c.Until) {
-		errs = append(errs, fmt.Errorf("--since %s is not before --until %s", c.Since.Format(time.RFC3339), c.Until.Format(time.RFC3339)))
+	if since, until := c.window(now); !since.Before(until) {
+		errs = append(errs, fmt.Errorf("--since %s is not before --until %s", since.Format(time.RFC3339), until.Format(time.RFC3339)))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("REPLAY_METRICS_LISTEN=%q: want host:port or :port: %w", c.MetricsListen, err))
+		}
+	}
+	if c.PushgatewayURL != "" {
+		if u, err := url.Parse(c.PushgatewayURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("REPLAY_PUSHGATEWAY_URL=%q: want http(s)://host[:port]", c.PushgatewayURL))
+		}
+		if c.Every > 0 {
+			errs = append(errs, errors.New("REPLAY_PUSHGATEWAY_URL is for a one-shot run: a continuous one (--every) is scraped at REPLAY_METRICS_LISTEN"))
+		}
 	}
 	for _, v := range []struct {
 		name string
@@ -154,26 +180,52 @@ func fields(s string) []string {
 	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 }
 
-// when reads an RFC 3339 time, or a duration back from now: Go syntax (90m, 72h) or whole days (30d).
-func when(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
+// window returns the pass window that starts at now.
+func (c config) window(now time.Time) (since, until time.Time) {
+	return c.Since.at(now), c.Until.at(now)
+}
+
+// instant is a flag's time: fixed, or a span back from the start of each pass.
+type instant struct {
+	abs    time.Time
+	back   time.Duration
+	months int // back this many calendar months as well
+}
+
+func (i instant) at(now time.Time) time.Time {
+	if !i.abs.IsZero() {
+		return i.abs
 	}
-	var d time.Duration
+	return now.AddDate(0, -i.months, 0).Add(-i.back)
+}
+
+// parseInstant reads an RFC 3339 time, or a duration back from now.
+func parseInstant(s string) (instant, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return instant{abs: t}, nil
+	}
+	d, err := duration(s)
+	if err != nil {
+		return instant{}, fmt.Errorf("%q: want an RFC 3339 time or a duration such as 72h or 30d", s)
+	}
+	if d < 0 {
+		return instant{}, fmt.Errorf("%q: a duration back from now must not be negative", s)
+	}
+	return instant{back: d}, nil
+}
+
+// duration reads Go syntax (90m, 72h) or whole days (30d).
+func duration(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(days)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time or a duration such as 72h or 30d", s)
+			return 0, fmt.Errorf("%q: want a duration such as 15m, 72h or 30d", s)
 		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time or a duration such as 72h or 30d", s)
-		}
+		return time.Duration(n) * 24 * time.Hour, nil
 	}
-	if d < 0 {
-		return time.Time{}, fmt.Errorf("%q: a duration back from now must not be negative", s)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q: want a duration such as 15m, 72h or 30d", s)
 	}
-	return now.Add(-d), nil
+	return d, nil
 }
