@@ -98,13 +98,14 @@ func cli(ctx context.Context, args []string, environ map[string]string, stdout, 
 // run replays the window of cfg and writes the summary to stdout. It returns an error when any
 // event of the window could not be brought into the stream.
 func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) error {
+	since, until := cfg.window(time.Now())
 	profiles := replay.Profiles(cfg.profileKeys())
 	labels := make([]string, len(profiles))
 	for i, p := range profiles {
 		labels[i] = p.Label
 	}
 	log.Info().Str("api", cfg.APIURL).Strs("profiles", labels).Str("stream", cfg.Stream).
-		Dict("nats", cfg.NATS.LogDict()).Time("since", cfg.Since).Time("until", cfg.Until).
+		Dict("nats", cfg.NATS.LogDict()).Time("since", since).Time("until", until).
 		Strs("actions", cfg.Actions).Bool("dry_run", cfg.DryRun).Msg("replay starting")
 
 	connCfg := cfg.NATS
@@ -166,7 +167,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 
 	stopProgress := showProgress(rep, cfg, log)
 	sum, runErr := rep.Run(ctx, replay.Job{
-		Profiles: profiles, Since: cfg.Since, Until: cfg.Until, Actions: cfg.Actions, DryRun: cfg.DryRun,
+		Profiles: profiles, Since: since, Until: until, Actions: cfg.Actions, DryRun: cfg.DryRun,
 	})
 	stopProgress()
 	if err := writeSummary(stdout, sum, cfg.JSON); err != nil {
