@@ -72,6 +72,8 @@ type Client struct {
 	backoff    time.Duration
 	maxBackoff time.Duration
 	log        zerolog.Logger
+	limits     *limits
+	metrics    *Metrics
 }
 
 // ClientOption configures a Client.
@@ -110,6 +112,26 @@ func WithBackoff(initial, maxDelay time.Duration) ClientOption {
 	}
 }
 
+// WithRateLimit allows at most n requests for one profile in any span of per (default
+// DefaultRateLimit in DefaultRatePeriod, Ayrshare's limit), retries included; a request over it waits.
+func WithRateLimit(n int, per time.Duration) ClientOption {
+	return func(c *Client) error {
+		c.limits.n, c.limits.per = n, per
+		return invalid(n > 0 && per > 0, "rate limit %d per %s: want both positive", n, per)
+	}
+}
+
+// With429Guard sets how many 429 answers for one profile in 24 hours make the client stop
+// requesting its history with ErrRateBudget (default Default429Guard).
+func With429Guard(n int) ClientOption {
+	return func(c *Client) error { c.limits.guard = n; return invalid(n > 0, "429 guard %d must be positive", n) }
+}
+
+// WithClientMetrics counts the requests in m (default: none).
+func WithClientMetrics(m *Metrics) ClientOption {
+	return func(c *Client) error { c.metrics = m; return nil }
+}
+
 // WithClientLogger sets the logger (default: none).
 func WithClientLogger(l zerolog.Logger) ClientOption {
 	return func(c *Client) error { c.log = l; return nil }
@@ -134,6 +156,7 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) (*Client, error) {
 		backoff:    time.Second,
 		maxBackoff: time.Minute,
 		log:        zerolog.Nop(),
+		limits:     newLimits(DefaultRateLimit, DefaultRatePeriod, Default429Guard),
 	}
 	for _, opt := range opts {
 		if err := opt(c); err != nil {
@@ -148,11 +171,19 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) (*Client, error) {
 // timeouts and network errors with jittered exponential backoff, waiting as long as a
 // Retry-After or an exhausted x-ratelimit-* header asks, and gives up after the configured
 // retries with ErrRetriesExhausted. 401 and 403 stop at once with ErrUnauthorized, any other
-// 4xx with ErrRejected. Errors name the profile by its label.
+// 4xx with ErrRejected. Every attempt first waits for the profile's rate limit; a profile
+// that had too many 429s of late gets ErrRateBudget without a request. Errors name the
+// profile by its label.
 func (c *Client) History(ctx context.Context, p Profile, action string) (io.ReadCloser, error) {
 	tries := 0
 	var last error // the last attempt's failure: a RetryAfter error does not carry it
 	op := func() (io.ReadCloser, error) {
+		if err := c.limits.wait(ctx, p.Key); err != nil {
+			if errors.Is(err, ErrRateBudget) {
+				return nil, backoff.Permanent(fmt.Errorf("history of %s: %w", p.Label, err))
+			}
+			return nil, backoff.Permanent(err)
+		}
 		tries++
 		body, res, err := c.attempt(ctx, p, action)
 		if err != nil {
@@ -183,8 +214,11 @@ func (c *Client) History(ctx context.Context, p Profile, action string) (io.Read
 	if errors.As(err, &permanent) {
 		err = permanent.Err
 	}
-	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrRejected) {
+	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrRejected) || errors.Is(err, ErrRateBudget) {
 		return nil, err
+	}
+	if last == nil { // no attempt was made: the rate limit's wait would outlast the deadline
+		return nil, fmt.Errorf("history of %s: rate limit: %w", p.Label, err)
 	}
 	return nil, fmt.Errorf("%w: history of %s: %d attempts, last: %w", ErrRetriesExhausted, p.Label, tries, last)
 }
@@ -260,10 +294,17 @@ func (c *Client) attempt(ctx context.Context, p Profile, action string) (io.Read
 	if err != nil {
 		timer.Stop()
 		cancel(nil)
+		if ctx.Err() == nil { // the caller's stop is no failed request
+			c.metrics.request(0)
+		}
 		if cause := context.Cause(rctx); errors.Is(cause, errStalled) {
 			err = cause
 		}
 		return nil, nil, fmt.Errorf("history request: %w", err)
+	}
+	c.metrics.request(res.StatusCode)
+	if res.StatusCode == http.StatusTooManyRequests {
+		c.limits.saw429(p.Key)
 	}
 	if res.StatusCode >= 200 && res.StatusCode < 300 {
 		return &body{rc: res.Body, ctx: rctx, cancel: cancel, timer: timer, idle: c.timeout}, nil, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,7 @@ type Counts struct {
 	InHistory     int64 `json:"in_history"`     // payloads created within the window
 	InStream      int64 `json:"in_stream"`      // of those, already in the stream
 	Missing       int64 `json:"missing"`        // of those, not in the stream: published, or to be with dry_run
+	NewlyMissing  int64 `json:"newly_missing"`  // of the missing, those no earlier pass of this process found missing
 	Published     int64 `json:"published"`      // stored by this run
 	Failed        int64 `json:"failed"`         // invalid, or published but not confirmed stored
 	Invalid       int64 `json:"invalid"`        // of the failed, payloads the bridge would refuse too
@@ -54,6 +56,7 @@ func (c *Counts) add(o Counts) {
 	c.InHistory += o.InHistory
 	c.InStream += o.InStream
 	c.Missing += o.Missing
+	c.NewlyMissing += o.NewlyMissing
 	c.Published += o.Published
 	c.Failed += o.Failed
 	c.Invalid += o.Invalid
@@ -70,6 +73,7 @@ type Summary struct {
 	Actions     map[string]Counts `json:"actions"`
 	Total       Counts            `json:"total"`
 	Errors      []string          `json:"errors"`
+	Refused     []string          `json:"refused_profiles"` // labels of the profiles Ayrshare refused (401/403)
 	Interrupted bool              `json:"interrupted"`
 	Seconds     float64           `json:"seconds"`
 }
@@ -92,6 +96,7 @@ const (
 	cInHistory counter = iota
 	cInStream
 	cMissing
+	cNewlyMissing
 	cPublished
 	cPubFailed // published, not confirmed
 	cInvalid
@@ -106,7 +111,7 @@ func (c *counters) snapshot() Counts {
 	pubFailed, invalid := c[cPubFailed].Load(), c[cInvalid].Load()
 	return Counts{
 		InHistory: c[cInHistory].Load(), InStream: c[cInStream].Load(), Missing: c[cMissing].Load(),
-		Published: c[cPublished].Load(), Failed: pubFailed + invalid, Invalid: invalid,
+		NewlyMissing: c[cNewlyMissing].Load(), Published: c[cPublished].Load(), Failed: pubFailed + invalid, Invalid: invalid,
 		OutsideWindow: c[cOutside].Load(),
 	}
 }
@@ -126,6 +131,12 @@ type Replayer struct {
 	margin  time.Duration
 	grace   time.Duration
 	maxItem int
+	metrics *Metrics
+
+	// unresolved holds the ids (and creation times) of missing events not yet known stored,
+	// so that a later pass that finds one missing again does not count it as newly lost.
+	mu         sync.Mutex
+	unresolved map[string]time.Time
 
 	phase  atomic.Value // string
 	ids    atomic.Int64
@@ -162,6 +173,11 @@ func WithMaxItemBytes(n int) Option {
 	return func(r *Replayer) error { r.maxItem = n; return invalid(n > 0, "max item bytes %d must be positive", n) }
 }
 
+// WithMetrics records each run in m (default: none).
+func WithMetrics(m *Metrics) Option {
+	return func(r *Replayer) error { r.metrics = m; return nil }
+}
+
 // New returns a Replayer reading history, learning the stream's content from stored and
 // publishing to sink (which may be nil when every job is a dry run).
 func New(history *Client, stored StoredIDs, sink Sink, opts ...Option) (*Replayer, error) {
@@ -169,7 +185,7 @@ func New(history *Client, stored StoredIDs, sink Sink, opts ...Option) (*Replaye
 		return nil, errors.New("replay: nil history client or stored-ids reader")
 	}
 	r := &Replayer{history: history, stored: stored, sink: sink, log: zerolog.Nop(),
-		margin: time.Hour, grace: 10 * time.Second, maxItem: DefaultMaxItemBytes}
+		margin: time.Hour, grace: 10 * time.Second, maxItem: DefaultMaxItemBytes, unresolved: map[string]time.Time{}}
 	for _, opt := range opts {
 		if err := opt(r); err != nil {
 			return nil, err
@@ -199,7 +215,14 @@ func (r *Replayer) Run(ctx context.Context, job Job) (Summary, error) {
 	if err := r.check(job); err != nil {
 		return Summary{}, err
 	}
+	sum, err := r.run(ctx, job)
+	r.metrics.pass(sum, err == nil && sum.Total.Failed == 0, time.Now())
+	return sum, err
+}
+
+func (r *Replayer) run(ctx context.Context, job Job) (Summary, error) {
 	began := time.Now()
+	r.forget(job.Since)
 	r.totals.reset()
 	r.ids.Store(0)
 	r.read.Store(0)
@@ -249,6 +272,7 @@ profiles:
 			}
 			r.log.Error().Err(err).Str("profile", p.Label).Str("action", action).Msg("profile history failed")
 			if errors.Is(err, ErrUnauthorized) {
+				sum.Refused = append(sum.Refused, p.Label)
 				break // the same key will be refused for every action
 			}
 		}
@@ -369,16 +393,20 @@ func (r *Replayer) replay(ctx context.Context, job Job, p Profile, action string
 		ids.add(key) // a second copy later in the history is then in the stream
 		r.count(cur, cInHistory)
 		r.count(cur, cMissing)
+		if r.firstMiss(id, created) {
+			r.count(cur, cNewlyMissing)
+		}
 		if job.DryRun {
 			continue
 		}
-		c, id := cur, ev.ID
+		c := cur
 		err = r.sink.PublishAsync(ctx, ev, func(err error) {
 			if err != nil {
 				r.count(c, cPubFailed)
 				r.log.Debug().Err(err).Str("id", id).Msg("replayed event not stored")
 				return
 			}
+			r.resolved(id)
 			r.count(c, cPublished)
 		})
 		if err != nil {
@@ -386,6 +414,36 @@ func (r *Replayer) replay(ctx context.Context, job Job, p Profile, action string
 				return ctx.Err()
 			}
 			return fmt.Errorf("%w: %w", errSinkGaveUp, err)
+		}
+	}
+}
+
+// firstMiss reports whether no earlier pass found the event id missing, and remembers it
+// until it is stored or leaves the window.
+func (r *Replayer) firstMiss(id string, created time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, seen := r.unresolved[id]; seen {
+		return false
+	}
+	r.unresolved[id] = created
+	return true
+}
+
+// resolved forgets a missing event once it is stored: a pass reads it from the stream then.
+func (r *Replayer) resolved(id string) {
+	r.mu.Lock()
+	delete(r.unresolved, id)
+	r.mu.Unlock()
+}
+
+// forget drops the missing events created before since: no pass looks at them again.
+func (r *Replayer) forget(since time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, created := range r.unresolved {
+		if created.Before(since) {
+			delete(r.unresolved, id)
 		}
 	}
 }

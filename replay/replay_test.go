@@ -153,31 +153,31 @@ func TestRunCountsAndFilters(t *testing.T) {
 		"all actions": {
 			job:       Job{Since: since, Until: until},
 			published: []string{"s1", "p1", "p2", "f1"},
-			total:     Counts{InHistory: 7, InStream: 2, Missing: 4, Published: 4, Failed: 1, Invalid: 1, OutsideWindow: 3},
+			total:     Counts{InHistory: 7, InStream: 2, Missing: 4, NewlyMissing: 4, Published: 4, Failed: 1, Invalid: 1, OutsideWindow: 3},
 			actions:   []string{"feed", "scheduled", "social"},
 		},
 		"one action": {
 			job:       Job{Since: since, Until: until, Actions: []string{"scheduled"}},
 			published: []string{"p1", "p2"},
-			total:     Counts{InHistory: 2, Missing: 2, Published: 2},
+			total:     Counts{InHistory: 2, Missing: 2, NewlyMissing: 2, Published: 2},
 			actions:   []string{"scheduled"},
 		},
 		"two actions": {
 			job:       Job{Since: since, Until: until, Actions: []string{"feed", "social"}},
 			published: []string{"f1", "s1"}, // in the order of the requests
-			total:     Counts{InHistory: 5, InStream: 2, Missing: 2, Published: 2, Failed: 1, Invalid: 1, OutsideWindow: 3},
+			total:     Counts{InHistory: 5, InStream: 2, Missing: 2, NewlyMissing: 2, Published: 2, Failed: 1, Invalid: 1, OutsideWindow: 3},
 			actions:   []string{"feed", "social"},
 		},
 		"narrow window": {
 			job:       Job{Since: in(3).Add(-time.Minute), Until: in(2).Add(time.Minute)},
 			published: []string{"p1"},
 			// The invalid payload is outside the window too: the window filter comes first.
-			total:   Counts{InHistory: 2, InStream: 1, Missing: 1, Published: 1, OutsideWindow: 8},
+			total:   Counts{InHistory: 2, InStream: 1, Missing: 1, NewlyMissing: 1, Published: 1, OutsideWindow: 8},
 			actions: []string{"feed", "scheduled", "social"},
 		},
 		"dry run": {
 			job:     Job{Since: since, Until: until, DryRun: true},
-			total:   Counts{InHistory: 7, InStream: 2, Missing: 4, Failed: 1, Invalid: 1, OutsideWindow: 3},
+			total:   Counts{InHistory: 7, InStream: 2, Missing: 4, NewlyMissing: 4, Failed: 1, Invalid: 1, OutsideWindow: 3},
 			actions: []string{"feed", "scheduled", "social"},
 		},
 	}
@@ -299,7 +299,7 @@ func TestRunPublishFailures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (Counts{InHistory: 2, Missing: 2, Published: 1, Failed: 1}); sum.Total != want {
+		if want := (Counts{InHistory: 2, Missing: 2, NewlyMissing: 2, Published: 1, Failed: 1}); sum.Total != want {
 			t.Fatalf("total %+v, want %+v", sum.Total, want)
 		}
 	})

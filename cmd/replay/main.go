@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
@@ -95,18 +97,37 @@ func cli(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 }
 
-// run replays the window of cfg and writes the summary to stdout. It returns an error when any
-// event of the window could not be brought into the stream.
-func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) error {
-	since, until := cfg.window(time.Now())
+// run replays the window of cfg, once or every cfg.Every, and writes the summary of a one-shot
+// run to stdout. A one-shot run returns an error when any event of the window could not be
+// brought into the stream; a continuous one returns nil once ctx ends.
+func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) (err error) {
+	started := time.Now()
+	since, until := cfg.window(started)
 	profiles := replay.Profiles(cfg.profileKeys())
 	labels := make([]string, len(profiles))
 	for i, p := range profiles {
 		labels[i] = p.Label
 	}
 	log.Info().Str("api", cfg.APIURL).Strs("profiles", labels).Str("stream", cfg.Stream).
-		Dict("nats", cfg.NATS.LogDict()).Time("since", since).Time("until", until).
+		Dict("nats", cfg.NATS.LogDict()).Time("since", since).Time("until", until).Dur("every", cfg.Every).
 		Strs("actions", cfg.Actions).Bool("dry_run", cfg.DryRun).Msg("replay starting")
+
+	reg := prometheus.NewRegistry()
+	metrics, err := replay.NewMetrics(reg, started)
+	if err != nil {
+		return err
+	}
+	metrics.SetSchedule(len(profiles), cfg.Every)
+	if cfg.MetricsListen != "" {
+		stop, err := serveMetrics(cfg.MetricsListen, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if cfg.PushgatewayURL != "" {
+		defer func() { pushMetrics(ctx, cfg.PushgatewayURL, reg, err == nil, log) }()
+	}
 
 	connCfg := cfg.NATS
 	connCfg.Name = "ayrbridge-replay"
@@ -118,22 +139,16 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 		nc.SetDisconnectErrHandler(nil) // a close of our own is no disconnect to warn about
 		nc.Close()
 	}()
-	// Connect keeps retrying in the background, as the bridge wants; a batch job rather fails.
-	wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	err = publish.WaitConnected(wctx, nc)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("nats not reachable within %s (last error: %v): %w", cfg.ConnectTimeout, nc.LastError(), err)
-	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("stream %s not found: the bridge creates it when it starts (is NATS_STREAM right?): %w", cfg.Stream, err)
+	// Connect keeps retrying in the background, as the bridge wants; a batch job rather fails,
+	// where a continuous replay counts the passes that fail meanwhile.
+	if cfg.Every == 0 {
+		if err := waitNATS(ctx, cfg, nc, js); err != nil {
+			return err
 		}
-		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
 	}
 
 	var sink replay.Sink
@@ -153,36 +168,92 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 		replay.WithRequestTimeout(cfg.RequestTimeout),
 		replay.WithRetries(cfg.MaxRetries),
 		replay.WithBackoff(cfg.Backoff, cfg.MaxBackoff),
+		replay.WithClientMetrics(metrics),
 		replay.WithClientLogger(log))
 	if err != nil {
 		return err
 	}
 	stored := func(ctx context.Context, since time.Time, fn func(string)) (int, error) {
-		return publish.StoredIDs(ctx, js, cfg.Stream, since, fn)
+		n, err := publish.StoredIDs(ctx, js, cfg.Stream, since, fn)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			err = fmt.Errorf("%w (the bridge creates it when it starts: is NATS_STREAM right?)", err)
+		}
+		return n, err
 	}
-	rep, err := replay.New(client, stored, sink, replay.WithLogger(log), replay.WithStreamMargin(cfg.StreamMargin))
+	rep, err := replay.New(client, stored, sink, replay.WithLogger(log), replay.WithStreamMargin(cfg.StreamMargin),
+		replay.WithMetrics(metrics))
 	if err != nil {
 		return err
 	}
+	job := replay.Job{Profiles: profiles, Since: since, Until: until, Actions: cfg.Actions, DryRun: cfg.DryRun}
+	if cfg.Every > 0 {
+		return continuous(ctx, rep, job, cfg, log)
+	}
 
 	stopProgress := showProgress(rep, cfg, log)
-	sum, runErr := rep.Run(ctx, replay.Job{
-		Profiles: profiles, Since: since, Until: until, Actions: cfg.Actions, DryRun: cfg.DryRun,
-	})
+	sum, runErr := rep.Run(ctx, job)
 	stopProgress()
 	if err := writeSummary(stdout, sum, cfg.JSON); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("write summary: %w", err))
 	}
-	t := sum.Total
-	log.Info().Int64("in_history", t.InHistory).Int64("in_stream", t.InStream).Int64("missing", t.Missing).
-		Int64("published", t.Published).Int64("failed", t.Failed).Int64("outside_window", t.OutsideWindow).
-		Int("stored_ids", sum.StoredIDs).Float64("seconds", sum.Seconds).Bool("interrupted", sum.Interrupted).
-		Msg("replay finished")
+	logSummary(log.Info(), sum, "replay finished")
 	if runErr != nil {
 		return runErr
 	}
-	if t.Failed > 0 {
+	if t := sum.Total; t.Failed > 0 {
 		return fmt.Errorf("%w: %d of %d", errEventsFailed, t.Failed, t.InHistory)
 	}
 	return nil
+}
+
+// waitNATS waits for the connection and checks the stream, so that a one-shot run fails before
+// it asks Ayrshare for anything.
+func waitNATS(ctx context.Context, cfg config, nc *nats.Conn, js jetstream.JetStream) error {
+	wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	err := publish.WaitConnected(wctx, nc)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("nats not reachable within %s (last error: %v): %w", cfg.ConnectTimeout, nc.LastError(), err)
+	}
+	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s not found: the bridge creates it when it starts (is NATS_STREAM right?): %w", cfg.Stream, err)
+		}
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	return nil
+}
+
+// continuous runs a pass now and then every cfg.Every until ctx ends, and logs each.
+func continuous(ctx context.Context, rep *replay.Replayer, job replay.Job, cfg config, log zerolog.Logger) error {
+	sched := replay.Schedule{Every: cfg.Every, Window: cfg.window}
+	cfg.progress = nil // a bar would never finish: log lines during long passes
+	stopProgress := showProgress(rep, cfg, log)
+	defer stopProgress()
+	n := 0
+	return rep.RunEvery(ctx, job, sched, func(sum replay.Summary, err error) {
+		n++
+		ev := log.Info()
+		switch {
+		case err == nil && sum.Total.Failed == 0:
+		case ctx.Err() != nil:
+			ev = log.Warn().Err(err) // stopping: the next start goes on from the stream
+		default:
+			ev = log.Error().Err(err)
+		}
+		if len(sum.Refused) > 0 {
+			ev = ev.Strs("stopped_profiles", sum.Refused)
+		}
+		logSummary(ev.Int("pass", n), sum, "replay pass finished")
+	})
+}
+
+// logSummary finishes ev with a summary's counts.
+func logSummary(ev *zerolog.Event, sum replay.Summary, msg string) {
+	t := sum.Total
+	ev.Time("since", sum.Since).Time("until", sum.Until).
+		Int64("in_history", t.InHistory).Int64("in_stream", t.InStream).Int64("missing", t.Missing).
+		Int64("newly_missing", t.NewlyMissing).Int64("published", t.Published).Int64("failed", t.Failed).
+		Int64("outside_window", t.OutsideWindow).Int("stored_ids", sum.StoredIDs).
+		Float64("seconds", sum.Seconds).Bool("interrupted", sum.Interrupted).Msg(msg)
 }

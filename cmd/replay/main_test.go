@@ -270,7 +270,7 @@ func TestGapFillAndIdempotentRerun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first run: %v", err)
 	}
-	want := replay.Counts{InHistory: 40, InStream: 20, Missing: 20, Published: 20}
+	want := replay.Counts{InHistory: 40, InStream: 20, Missing: 20, NewlyMissing: 20, Published: 20}
 	if sum.Total != want {
 		t.Fatalf("first run total %+v, want %+v", sum.Total, want)
 	}
@@ -437,7 +437,7 @@ func TestDryRunPublishesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (replay.Counts{InHistory: 12, InStream: 6, Missing: 6}); sum.Total != want || !sum.DryRun {
+	if want := (replay.Counts{InHistory: 12, InStream: 6, Missing: 6, NewlyMissing: 6}); sum.Total != want || !sum.DryRun {
 		t.Fatalf("total %+v dry %v, want %+v", sum.Total, sum.DryRun, want)
 	}
 	if got := len(w.stored(t)); got != 6 {
@@ -574,10 +574,10 @@ func TestTextSummary(t *testing.T) {
 		Since: time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(2025, 9, 1, 0, 0, 0, 0, time.UTC),
 		Profiles: 1, StoredIDs: 3, Seconds: 1.25,
 		Actions: map[string]replay.Counts{
-			"social":    {InHistory: 5, InStream: 3, Missing: 2, Published: 2},
-			"scheduled": {InHistory: 1000, Missing: 1000, Published: 999, Failed: 1, OutsideWindow: 7},
+			"social":    {InHistory: 5, InStream: 3, Missing: 2, NewlyMissing: 2, Published: 2},
+			"scheduled": {InHistory: 1000, Missing: 1000, NewlyMissing: 1000, Published: 999, Failed: 1, OutsideWindow: 7},
 		},
-		Total:  replay.Counts{InHistory: 1005, InStream: 3, Missing: 1002, Published: 1001, Failed: 1, OutsideWindow: 7},
+		Total:  replay.Counts{InHistory: 1005, InStream: 3, Missing: 1002, NewlyMissing: 1002, Published: 1001, Failed: 1, OutsideWindow: 7},
 		Errors: []string{"history of profile 2 (abcd…): boom"},
 	}
 	var b bytes.Buffer
