@@ -357,3 +357,79 @@ func TestProfilesNeverShowKeys(t *testing.T) {
 		t.Errorf("no keys: %+v, want the primary profile", ps)
 	}
 }
+
+func TestHistoryRateLimit(t *testing.T) {
+	s := &script{replies: []reply{{status: 200, body: `{"social":[]}`}}}
+	srv := httptest.NewServer(s) // outside the bubble: it waits on the network
+	defer srv.Close()
+	const limit, per = 30, time.Minute
+	c, _ := testClient(t, srv, WithRateLimit(limit, per))
+	busy, other := Profiles([]string{"BUSYPROFILEKEY-0123456", "OTHERPROFILEKEY-012345"})[0], Profiles([]string{"", "OTHERPROFILEKEY-012345"})[1]
+	var at []time.Duration
+	var otherWait time.Duration
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		get := func(p Profile) {
+			rc, err := c.History(t.Context(), p, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+		}
+		for range 2*limit + 15 {
+			get(busy)
+			at = append(at, time.Since(start))
+		}
+		before := time.Now()
+		get(other)
+		otherWait = time.Since(before)
+	})
+	// The fake clock stands still during a request, so each time is when the limit let it go.
+	for i := 0; i+limit < len(at); i++ {
+		if span := at[i+limit] - at[i]; span < per {
+			t.Fatalf("requests %d..%d (%d of them) went within %s: over %d per %s", i, i+limit, limit+1, span, limit, per)
+		}
+	}
+	// Strict, not needlessly slow: the burst at once, then the rest of the limit spread evenly.
+	if last := at[len(at)-1]; last > 3*per {
+		t.Errorf("%d requests took %s, want them within %s", len(at), last, 3*per)
+	}
+	if otherWait != 0 {
+		t.Errorf("another profile waited %s for the busy one's limit", otherWait)
+	}
+}
+
+func TestHistory429Guard(t *testing.T) {
+	s := &script{replies: []reply{{status: 429}}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	c, _ := testClient(t, srv, WithRetries(0), With429Guard(5))
+	p := Profiles([]string{"GUARDEDPROFILEKEY-0123"})[0]
+	var errs []error
+	synctest.Test(t, func(t *testing.T) {
+		call := func() {
+			rc, err := c.History(t.Context(), p, "")
+			if rc != nil {
+				rc.Close()
+			}
+			errs = append(errs, err)
+		}
+		for range 7 {
+			call()
+		}
+		time.Sleep(25 * time.Hour) // the day's 429s age out
+		call()
+	})
+	for i, err := range errs {
+		want := ErrRetriesExhausted
+		if i == 5 || i == 6 {
+			want = ErrRateBudget
+		}
+		if !errors.Is(err, want) {
+			t.Errorf("call %d: err = %v, want %v", i+1, err, want)
+		}
+	}
+	if n := s.count(); n != 6 {
+		t.Errorf("%d requests, want 5 before the guard and 1 a day later", n)
+	}
+}
