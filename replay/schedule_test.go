@@ -143,7 +143,7 @@ func TestRunEveryFillsWhatIsNewAndCountsEachLossOnce(t *testing.T) {
 		}
 	})
 	want := []Counts{
-		{InHistory: 2, Missing: 2, NewlyMissing: 2, Published: 1, Failed: 1}, // b is not acknowledged
+		{InHistory: 2, Missing: 2, NewlyMissing: 2, Published: 1, Failed: 1},   // b is not acknowledged
 		{InHistory: 3, InStream: 1, Missing: 2, NewlyMissing: 1, Published: 2}, // b again, and the new c
 		{InHistory: 3, InStream: 3},
 		{InHistory: 3, InStream: 3},
