@@ -15,6 +15,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/logtest"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -134,6 +135,13 @@ func (a *ayrshare) fail(f ...failure) {
 	a.failures = append(a.failures, f...)
 }
 
+// add appends evs to the history of the profile with key.
+func (a *ayrshare) add(key string, evs ...event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.profiles[key] = append(a.profiles[key], evs...)
+}
+
 func (a *ayrshare) reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -148,6 +156,8 @@ func (a *ayrshare) log() []request {
 
 // world is a NATS server with the bridge's stream and a fake Ayrshare.
 type world struct {
+	ns      *server.Server
+	dir     string // the server's store, for a restart
 	js      jetstream.JetStream
 	api     *ayrshare
 	environ map[string]string
@@ -156,7 +166,8 @@ type world struct {
 
 func newWorld(t *testing.T, dedup time.Duration, profiles map[string][]event) *world {
 	t.Helper()
-	ns := natstest.RunServer(t, "")
+	dir := t.TempDir()
+	ns := natstest.RunServer(t, dir)
 	_, js := natstest.Connect(t, ns)
 	_, err := publish.EnsureStream(t.Context(), js, publish.StreamConfig{
 		Name: "AYRSHARE", Subjects: []string{schema.StreamSubjects}, Replicas: 1, DedupWindow: dedup,
@@ -165,7 +176,7 @@ func newWorld(t *testing.T, dedup time.Duration, profiles map[string][]event) *w
 		t.Fatalf("ensure stream: %v", err)
 	}
 	api := newAyrshare(t, profiles)
-	return &world{js: js, api: api, now: time.Now(), environ: map[string]string{
+	return &world{ns: ns, dir: dir, js: js, api: api, now: time.Now(), environ: map[string]string{
 		"AYRSHARE_API_KEY":   apiKey,
 		"AYRSHARE_API_URL":   api.URL,
 		"NATS_URL":           ns.ClientURL(),
