@@ -6,6 +6,7 @@
 //
 //	go run ./bench/replaybench            # 1,000,000 events
 //	go run ./bench/replaybench -n 100000  # a quicker run
+//	go run ./bench/replaybench -n 100000 -passes 25  # the continuous replay: memory over passes
 package main
 
 import (
@@ -49,6 +50,7 @@ type options struct {
 	minRate  float64
 	maxRSSMB float64
 	serve    bool
+	passes   int
 	env      []string
 }
 
@@ -68,6 +70,7 @@ func main() {
 		o.env = append(o.env, kv)
 		return nil
 	})
+	flag.IntVar(&o.passes, "passes", 0, "run the replay continuously (--every 1s) for this many passes instead, and report its memory pass by pass")
 	flag.BoolVar(&o.serve, "serve", false, "set up the history and the half-filled stream, print the environment for the job, and wait for Ctrl-C (for profiling)")
 	flag.Parse()
 	ok, err := bench(context.Background(), o)
@@ -133,6 +136,10 @@ func bench(ctx context.Context, o options) (bool, error) {
 			<-sig
 			st.close()
 			return true, nil
+		}
+		if o.passes > 0 {
+			defer st.close()
+			return continuousBench(ctx, o, bin, hist.Addr, st)
 		}
 		res, err := runReplay(ctx, bin, hist.Addr, st.url, o.window, o.env)
 		if err != nil {
