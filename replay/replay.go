@@ -227,7 +227,7 @@ func (r *Replayer) run(ctx context.Context, job Job) (Summary, error) {
 	r.ids.Store(0)
 	r.read.Store(0)
 	sum := Summary{Since: job.Since, Until: job.Until, DryRun: job.DryRun, Profiles: len(job.Profiles),
-		Actions: map[string]Counts{}, Errors: []string{}}
+		Actions: map[string]Counts{}, Errors: []string{}, Refused: []string{}}
 	perAction := map[string]*counters{}
 	defer r.phase.Store("done")
 

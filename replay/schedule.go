@@ -49,7 +49,7 @@ func (r *Replayer) RunEvery(ctx context.Context, job Job, s Schedule, report fun
 		since, until := window(time.Now())
 		pass := withWindow(job, since, until)
 		if len(pass.Profiles) == 0 {
-			sum := Summary{Since: pass.Since, Until: pass.Until, DryRun: pass.DryRun, Actions: map[string]Counts{}}
+			sum := Summary{Since: pass.Since, Until: pass.Until, DryRun: pass.DryRun, Actions: map[string]Counts{}, Refused: []string{}}
 			err := fmt.Errorf("%w: %d profile(s) stopped", ErrAllRefused, all)
 			sum.Errors = []string{err.Error()}
 			r.metrics.pass(sum, false, time.Now())

@@ -5,13 +5,15 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 )
 
 // TestMetricNamesMatchDashboard scrapes a running bridge and an edge bridge and checks that the
-// Grafana dashboard uses only metric families they export, and every ayrbridge_ one of them.
+// Grafana dashboard uses only metric families they export, and every ayrbridge_ one of them, and
+// that the alert rules use only families they export.
 func TestMetricNamesMatchDashboard(t *testing.T) {
 	hub := natstest.RunHub(t)
 	var scrape []byte
@@ -30,6 +32,10 @@ func TestMetricNamesMatchDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	families := func(text []byte, re *regexp.Regexp) []string {
 		var out []string
 		for _, m := range re.FindAllSubmatch(text, -1) {
@@ -42,11 +48,21 @@ func TestMetricNamesMatchDashboard(t *testing.T) {
 		return out
 	}
 	exported := families(scrape, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_\w+) `))
-	used := families(dashboard, regexp.MustCompile(`(ayrbridge_\w+)`))
+	// The replay's families are cmd/replay's to check.
+	bridgeOnly := func(names []string) []string {
+		return slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, "ayrbridge_replay_") })
+	}
+	name := regexp.MustCompile(`(ayrbridge_\w+)`)
+	used := bridgeOnly(families(dashboard, name))
 	if !slices.Equal(exported, used) {
 		t.Fatalf("the bridge exports %v\nthe dashboard uses %v", exported, used)
 	}
-	if len(exported) != 19 {
-		t.Fatalf("exported %d ayrbridge_ families, want 10 and the edge's 9: %v", len(exported), exported)
+	if len(exported) != 20 {
+		t.Fatalf("exported %d ayrbridge_ families, want 11 and the edge's 9: %v", len(exported), exported)
+	}
+	for _, n := range bridgeOnly(families(rules, name)) {
+		if !slices.Contains(exported, n) {
+			t.Errorf("alerts.yaml uses %s, which the bridge does not export", n)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -376,6 +378,52 @@ func TestOneShotPushes(t *testing.T) {
 	for k := range ok {
 		if strings.HasPrefix(k, "process_") || strings.HasPrefix(k, "go_") {
 			t.Errorf("pushed %s: a finished job's process metrics mean nothing", k)
+		}
+	}
+}
+
+// TestMetricNamesMatchRulesAndDashboard scrapes a continuous replay and checks that the alert
+// rules and the Grafana dashboard name only ayrbridge_replay_ families it exports, and that the
+// dashboard shows every one of them.
+func TestMetricNamesMatchRulesAndDashboard(t *testing.T) {
+	w := newWorld(t, time.Hour, map[string][]event{"": events("n", 2, time.Now())})
+	r := w.continuous(t, nil, "--every", "1s")
+	waitPasses(t, r.metrics, 1, 0)
+	res, err := http.Get(r.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	families := func(text []byte, re *regexp.Regexp) []string {
+		var out []string
+		for _, m := range re.FindAllSubmatch(text, -1) {
+			name := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(string(m[1]), "")
+			if !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	exported := families(text, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_replay_\w+) `))
+	if len(exported) != 10 {
+		t.Fatalf("exported %d ayrbridge_replay_ families, want 10: %v", len(exported), exported)
+	}
+	used := regexp.MustCompile(`(ayrbridge_replay_\w+)`)
+	for _, file := range []string{"../../deploy/grafana/ayrbridge.json", "../../deploy/prometheus/alerts.yaml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := families(b, used)
+		for _, n := range names {
+			if !slices.Contains(exported, n) {
+				t.Errorf("%s uses %s, which the replay does not export (it does %v)", file, n, exported)
+			}
+		}
+		if strings.HasSuffix(file, ".json") && !slices.Equal(names, exported) {
+			t.Errorf("the dashboard shows %v\nthe replay exports %v", names, exported)
 		}
 	}
 }
