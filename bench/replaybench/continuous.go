@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/ayrbridge/ayrbridge/internal/metricstest"
 	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
@@ -47,7 +43,7 @@ func continuousBench(ctx context.Context, o options, bin, histAddr string, st *s
 	var last map[string]float64
 	began := time.Now()
 	for len(rss) < o.passes {
-		m, err := scrapeReplay("http://" + metricsAddr + "/metrics")
+		m, err := metricstest.Scrape(ctx, "http://"+metricsAddr+"/metrics")
 		if err != nil {
 			if time.Since(began) > 30*time.Second {
 				return false, fmt.Errorf("metrics: %w", err)
@@ -82,8 +78,8 @@ func continuousBench(ctx context.Context, o options, bin, histAddr string, st *s
 		len(rss), time.Since(began).Round(time.Second), float64(peak)/(1<<20), float64(early)/1024, len(rss)/2, float64(late)/1024, len(rss)/2+1, len(rss))
 	fmt.Printf("passes ok %v, error %v; missing %v, published %v, failed %v; history requests %v (200: %v)\n",
 		last[`ayrbridge_replay_passes_total{result="ok"}`], last[`ayrbridge_replay_passes_total{result="error"}`],
-		total(last, "ayrbridge_replay_missing_events_total"), total(last, "ayrbridge_replay_published_events_total"),
-		total(last, "ayrbridge_replay_failed_events_total"), total(last, "ayrbridge_replay_history_requests_total"),
+		metricstest.Sum(last, "ayrbridge_replay_missing_events_total"), metricstest.Sum(last, "ayrbridge_replay_published_events_total"),
+		metricstest.Sum(last, "ayrbridge_replay_failed_events_total"), metricstest.Sum(last, "ayrbridge_replay_history_requests_total"),
 		last[`ayrbridge_replay_history_requests_total{code="200"}`])
 	fmt.Printf("stream after: %d messages, %d distinct ids, %d expected ids missing\n", msgs, distinct, missing)
 	checks := []struct {
@@ -91,8 +87,8 @@ func continuousBench(ctx context.Context, o options, bin, histAddr string, st *s
 		ok   bool
 	}{
 		{"exit 0 after SIGTERM", waitErr == nil},
-		{fmt.Sprintf("missing events counted once: %.0f", want), total(last, "ayrbridge_replay_missing_events_total") == want},
-		{fmt.Sprintf("published the %.0f missing events, none failed", want), total(last, "ayrbridge_replay_published_events_total") == want && total(last, "ayrbridge_replay_failed_events_total") == 0},
+		{fmt.Sprintf("missing events counted once: %.0f", want), metricstest.Sum(last, "ayrbridge_replay_missing_events_total") == want},
+		{fmt.Sprintf("published the %.0f missing events, none failed", want), metricstest.Sum(last, "ayrbridge_replay_published_events_total") == want && metricstest.Sum(last, "ayrbridge_replay_failed_events_total") == 0},
 		{fmt.Sprintf("stream holds %d distinct ids, each once", o.n), msgs == o.n && distinct == o.n && missing == 0},
 		{fmt.Sprintf("memory flat: the second half's highest RSS within 10%% of the first half's (%.1f / %.1f MB)", float64(late)/1024, float64(early)/1024), float64(late) <= 1.1*float64(early)},
 	}
@@ -105,42 +101,4 @@ func continuousBench(ctx context.Context, o options, bin, histAddr string, st *s
 		fmt.Printf("%s %s\n", verdict, c.name)
 	}
 	return all, nil
-}
-
-// scrapeReplay returns the ayrbridge_replay_ samples at url keyed name{label="value"}.
-func scrapeReplay(url string) (map[string]float64, error) {
-	res, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for name, f := range families {
-		if !strings.HasPrefix(name, "ayrbridge_replay_") {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			key := name
-			for _, l := range m.GetLabel() {
-				key += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
-			}
-			out[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return out, nil
-}
-
-func total(m map[string]float64, family string) float64 {
-	t := 0.0
-	for k, v := range m {
-		if strings.HasPrefix(k, family+"{") {
-			t += v
-		}
-	}
-	return t
 }

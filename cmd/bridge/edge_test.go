@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,9 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/ayrbridge/ayrbridge/internal/metricstest"
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
 )
@@ -68,25 +68,15 @@ func (e *edgeNode) metric(name string) (float64, error) { return scrapeMetric(e.
 
 // scrapeMetric reads one unlabelled gauge or counter from the /metrics of the bridge at url.
 func scrapeMetric(url, name string) (float64, error) {
-	res, err := client.Get(url + "/metrics")
+	samples, err := metricstest.Scrape(context.Background(), url+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		return 0, err
-	}
-	f, ok := families[name]
-	if !ok || len(f.GetMetric()) != 1 {
+	v, ok := samples[name]
+	if !ok {
 		return 0, fmt.Errorf("%s not exported", name)
 	}
-	m := f.GetMetric()[0]
-	if m.GetGauge() != nil {
-		return m.GetGauge().GetValue(), nil
-	}
-	return m.GetCounter().GetValue(), nil
+	return v, nil
 }
 
 // waitMetric waits until the edge reports name == want.

@@ -17,9 +17,9 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/ayrbridge/ayrbridge/internal/logtest"
+	"github.com/ayrbridge/ayrbridge/internal/metricstest"
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/internal/proc"
 	"github.com/ayrbridge/ayrbridge/internal/proctest"
@@ -74,57 +74,6 @@ func (r *running) stop(wait time.Duration) (code int, ok bool) {
 	}
 }
 
-// scrape returns the ayrbridge_replay_ samples and process_ gauges at url, keyed by name and
-// labels as the exposition format writes them: name{label="value"}.
-func scrape(url string) (map[string]float64, error) {
-	res, err := http.Get(url + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]float64{}
-	for name, f := range families {
-		if !strings.HasPrefix(name, "ayrbridge_replay_") && !strings.HasPrefix(name, "process_") {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			key := name
-			if len(labels) > 0 {
-				key += "{" + strings.Join(labels, ",") + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				out[key] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return out, nil
-}
-
-// sum adds the samples of a family over its labels.
-func sum(samples map[string]float64, family string) float64 {
-	total := 0.0
-	for k, v := range samples {
-		if k == family || strings.HasPrefix(k, family+"{") {
-			total += v
-		}
-	}
-	return total
-}
-
 // waitPasses waits until the replay at url finished at least ok good and bad failed passes,
 // and returns the metrics then.
 func waitPasses(t *testing.T, url string, ok, bad float64) map[string]float64 {
@@ -132,7 +81,7 @@ func waitPasses(t *testing.T, url string, ok, bad float64) map[string]float64 {
 	var samples map[string]float64
 	natstest.Eventually(t, 30*time.Second, func() error {
 		var err error
-		if samples, err = scrape(url); err != nil {
+		if samples, err = metricstest.Scrape(t.Context(), url+"/metrics"); err != nil {
 			return err
 		}
 		gotOK, gotBad := samples[`ayrbridge_replay_passes_total{result="ok"}`], samples[`ayrbridge_replay_passes_total{result="error"}`]
@@ -156,7 +105,7 @@ func TestContinuousReplay(t *testing.T) {
 
 	// The first pass fills the gap at once.
 	m := waitPasses(t, r.metrics, 1, 0)
-	if got := sum(m, "ayrbridge_replay_missing_events_total"); got != 4 {
+	if got := metricstest.Sum(m, "ayrbridge_replay_missing_events_total"); got != 4 {
 		t.Fatalf("missing events %v after the first pass, want 4", got)
 	}
 	w.requireReplayed(t, first, ids(lost))
@@ -187,10 +136,10 @@ func TestContinuousReplay(t *testing.T) {
 	})
 	// Idle passes publish nothing and count nothing again.
 	m = waitPasses(t, r.metrics, passes+3, 0)
-	if got := sum(m, "ayrbridge_replay_missing_events_total"); got != 6 {
+	if got := metricstest.Sum(m, "ayrbridge_replay_missing_events_total"); got != 6 {
 		t.Fatalf("missing events %v, want the 4 and the 2 lost later, each once", got)
 	}
-	if got := sum(m, "ayrbridge_replay_published_events_total"); got != 6 {
+	if got := metricstest.Sum(m, "ayrbridge_replay_published_events_total"); got != 6 {
 		t.Fatalf("published events %v, want 6", got)
 	}
 	if got := m[`ayrbridge_replay_missing_events_total{action="scheduled"}`]; got != 4 {
@@ -220,7 +169,7 @@ func TestContinuousReplay(t *testing.T) {
 	if age := time.Since(time.Unix(int64(m["ayrbridge_replay_last_success_timestamp_seconds"]), 0)); age > 5*time.Second {
 		t.Errorf("last success %s ago, want the pass just finished", age)
 	}
-	if got := sum(m, "ayrbridge_replay_missing_events_total"); got != 6 {
+	if got := metricstest.Sum(m, "ayrbridge_replay_missing_events_total"); got != 6 {
 		t.Fatalf("missing events %v after the outage, want still 6", got)
 	}
 	if code, ok := r.stop(10 * time.Second); !ok || code != exitOK {

@@ -11,9 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/ayrbridge/ayrbridge/internal/metricstest"
 	"github.com/ayrbridge/ayrbridge/internal/proc"
 )
 
@@ -118,24 +117,14 @@ func FreePort() int {
 // Counters reads the named unlabelled counters from addr's /metrics; a counter the server does
 // not export (an older bridge) is absent from the map.
 func Counters(ctx context.Context, addr string, names ...string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
+	samples, err := metricstest.Scrape(ctx, "http://"+addr+"/metrics")
 	if err != nil {
 		return nil, fmt.Errorf("metrics of %s: %w", addr, err)
 	}
 	out := map[string]float64{}
 	for _, name := range names {
-		if f, ok := families[name]; ok && len(f.GetMetric()) == 1 {
-			out[name] = f.GetMetric()[0].GetCounter().GetValue()
+		if v, ok := samples[name]; ok {
+			out[name] = v
 		}
 	}
 	return out, nil
