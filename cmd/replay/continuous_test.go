@@ -101,7 +101,7 @@ func TestContinuousReplay(t *testing.T) {
 	w := newWorld(t, time.Hour, map[string][]event{"": first})
 	present, lost := halves(first)
 	w.bridge(t, present...)
-	r := w.continuous(t, map[string]string{"REPLAY_MAX_RETRIES": "0"}, "--every", "1s", "--since", "30d")
+	r := w.continuous(t, map[string]string{"REPLAY_MAX_RETRIES": "0", "REPLAY_NATS_CONNECT_TIMEOUT": "500ms"}, "--every", "1s", "--since", "30d")
 
 	// The first pass fills the gap at once.
 	m := waitPasses(t, r.metrics, 1, 0)
@@ -175,6 +175,24 @@ func TestContinuousReplay(t *testing.T) {
 	if code, ok := r.stop(10 * time.Second); !ok || code != exitOK {
 		t.Fatalf("stop: code %d, stopped %v; want 0", code, ok)
 	}
+}
+
+// TestContinuousStartsBeforeNATS: a replay that starts before its NATS server (as pods do)
+// waits for it rather than failing its first pass, and does not exit.
+func TestContinuousStartsBeforeNATS(t *testing.T) {
+	evs := events("b", 4, time.Now())
+	w := newWorld(t, time.Hour, map[string][]event{"": evs})
+	addr := w.ns.Addr().String()
+	w.ns.Shutdown()
+	w.ns.WaitForShutdown()
+	r := w.continuous(t, map[string]string{"REPLAY_NATS_CONNECT_TIMEOUT": "30s"}, "--every", "1s")
+	time.Sleep(time.Second) // the first pass is waiting for the connection
+	w.ns = natstest.RunServerAt(t, w.dir, addr)
+	m := waitPasses(t, r.metrics, 1, 0)
+	if bad := m[`ayrbridge_replay_passes_total{result="error"}`]; bad != 0 {
+		t.Errorf("%v failed passes: the first one should have waited for NATS", bad)
+	}
+	w.requireReplayed(t, evs, ids(evs))
 }
 
 // TestContinuousStopsRefusedProfile: a profile whose key Ayrshare refuses is named in the log,

@@ -174,6 +174,11 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 		return err
 	}
 	stored := func(ctx context.Context, since time.Time, fn func(string)) (int, error) {
+		// A continuous pass that finds the connection down gives it the connect timeout to
+		// come back rather than failing at once, as at a start next to a NATS still starting.
+		if err := waitConnected(ctx, cfg, nc); err != nil {
+			return 0, err
+		}
 		n, err := publish.StoredIDs(ctx, js, cfg.Stream, since, fn)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = fmt.Errorf("%w (the bridge creates it when it starts: is NATS_STREAM right?)", err)
@@ -209,17 +214,24 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) 
 // waitNATS waits for the connection and checks the stream, so that a one-shot run fails before
 // it asks Ayrshare for anything.
 func waitNATS(ctx context.Context, cfg config, nc *nats.Conn, js jetstream.JetStream) error {
-	wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-	err := publish.WaitConnected(wctx, nc)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("nats not reachable within %s (last error: %v): %w", cfg.ConnectTimeout, nc.LastError(), err)
+	if err := waitConnected(ctx, cfg, nc); err != nil {
+		return err
 	}
 	if _, err := js.Stream(ctx, cfg.Stream); err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("stream %s not found: the bridge creates it when it starts (is NATS_STREAM right?): %w", cfg.Stream, err)
 		}
 		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	return nil
+}
+
+// waitConnected waits up to cfg.ConnectTimeout for nc to be connected.
+func waitConnected(ctx context.Context, cfg config, nc *nats.Conn) error {
+	wctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := publish.WaitConnected(wctx, nc); err != nil {
+		return fmt.Errorf("nats not reachable within %s (last error: %v): %w", cfg.ConnectTimeout, nc.LastError(), err)
 	}
 	return nil
 }
