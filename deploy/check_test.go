@@ -26,6 +26,7 @@ func bridgeMetrics() map[string]string {
 		"ayrbridge_signature_failures_total":   "counter",
 		"ayrbridge_publish_duration_seconds":   "histogram",
 		"ayrbridge_http_in_flight_requests":    "gauge",
+		"ayrbridge_ready":                      "gauge",
 		"ayrbridge_nats_connected":             "gauge",
 		"ayrbridge_nats_reconnects_total":      "counter",
 		"ayrbridge_publish_groups_total":       "counter",
@@ -44,11 +45,58 @@ func bridgeMetrics() map[string]string {
 	}
 }
 
+// replayMetrics are the Prometheus metrics the replay serves on REPLAY_METRICS_LISTEN (or pushes to
+// REPLAY_PUSHGATEWAY_URL), with their types.
+func replayMetrics() map[string]string {
+	return map[string]string{
+		"ayrbridge_replay_missing_events_total":           "counter",
+		"ayrbridge_replay_published_events_total":         "counter",
+		"ayrbridge_replay_failed_events_total":            "counter",
+		"ayrbridge_replay_passes_total":                   "counter",
+		"ayrbridge_replay_last_success_timestamp_seconds": "gauge",
+		"ayrbridge_replay_pass_duration_seconds":          "histogram",
+		"ayrbridge_replay_history_requests_total":         "counter",
+		"ayrbridge_replay_profiles":                       "gauge",
+		"ayrbridge_replay_profiles_stopped":               "gauge",
+		"ayrbridge_replay_interval_seconds":               "gauge",
+	}
+}
+
+// knownMetrics are the ayrbridge metrics of every program.
+func knownMetrics() map[string]string {
+	m := bridgeMetrics()
+	maps.Copy(m, replayMetrics())
+	return m
+}
+
+// servedMetric returns the metric family a queried series name belongs to (a histogram's
+// _bucket, _sum and _count go to the histogram), and whether a program serves that series.
+func servedMetric(known map[string]string, name string) (string, bool) {
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if b, ok := strings.CutSuffix(name, suffix); ok && known[b] == "histogram" {
+			return b, true
+		}
+	}
+	typ, ok := known[name]
+	return name, ok && typ != "histogram"
+}
+
+// ruleOtherMetrics are the metrics besides ayrbridge ones that alert rules may query: the
+// scrape's own up, and the process collector's start time.
+func ruleOtherMetrics() []string { return []string{"up", "process_start_time_seconds"} }
+
+// The scrape jobs alerts.yaml selects; prometheus.yml must scrape the pods under these names.
+const (
+	bridgeJob = "ayrbridge"        // bridges and edges
+	replayJob = "ayrbridge-replay" // the continuous replay
+)
+
 // Ports and paths the orchestrators use.
 const (
 	natsClientPort = 4222
 	healthPath     = "/healthz"
 	readyPath      = "/readyz"
+	metricsPath    = "/metrics"
 	clusterNodes   = 3
 	leafPort       = "7422" // nats-server's default, for a NATS_HUB_URL without a port
 )
@@ -64,6 +112,8 @@ func checkAll(files deployFiles, code codeEnv) []string {
 	c.streams()
 	c.natsConfs()
 	c.dashboards()
+	c.prometheusConfig()
+	c.rules()
 	return p
 }
 
@@ -265,6 +315,7 @@ func (c checker) compose() {
 	images := map[string]bool{}
 	found := map[program][]composeService{}
 	edgeIDs := map[string]string{} // NATS_EDGE_ID -> service
+	var replays []string           // services
 	for _, name := range slices.Sorted(maps.Keys(cf.Services)) {
 		svc := cf.Services[name]
 		where := "service " + name
@@ -298,7 +349,12 @@ func (c checker) compose() {
 		if prog == bridge {
 			c.composeBridge(file, where, svc, env)
 		}
+		if prog == replay {
+			c.composeReplay(file, where, svc, env)
+			replays = append(replays, name)
+		}
 	}
+	c.composeOneReplay(file, cf, replays)
 	if len(images) != 1 {
 		c.p.add(file, "bridge and replay use different images %v: they must share the one deploy/Dockerfile builds", slices.Sorted(maps.Keys(images)))
 	}
@@ -327,6 +383,72 @@ func (c checker) composeBridge(file, where string, svc composeService, env map[s
 		c.p.add(file, "%s sets NATS_REPLICAS=%s but compose runs a single NATS server", where, r)
 	}
 	c.streamSettings(file, where, lit)
+}
+
+// composeReplay checks a replay service: behind a profile, since it needs an API key the plain
+// stack does not ask for; when continuous (--every), serving its metrics on a published port,
+// restarting, pushing nowhere, and looking back further than its interval.
+func (c checker) composeReplay(file, where string, svc composeService, env map[string]*string) {
+	if len(svc.Profiles) == 0 {
+		c.p.add(file, "%s is a replay without a profile, so a plain `up` would start it", where)
+	}
+	if _, continuous := flagValue(svc.Command, "every"); !continuous {
+		return
+	}
+	c.replayWindow(file, where, svc.Command)
+	if _, ok := env["REPLAY_PUSHGATEWAY_URL"]; ok {
+		c.p.add(file, "%s sets REPLAY_PUSHGATEWAY_URL, which the replay refuses with --every: it is scraped instead", where)
+	}
+	if svc.Restart == "" || svc.Restart == "no" {
+		c.p.add(file, "%s runs --every but restart is %q: a crashed replay would stay down", where, svc.Restart)
+	}
+	listen := env["REPLAY_METRICS_LISTEN"]
+	if listen == nil {
+		c.p.add(file, "%s runs --every without REPLAY_METRICS_LISTEN: nothing could scrape or alert on it", where)
+		return
+	}
+	port, err := listenPort(*listen)
+	if err != nil {
+		c.p.add(file, "%s: REPLAY_METRICS_LISTEN: %v", where, err)
+		return
+	}
+	if !slices.ContainsFunc(svc.Ports, func(p string) bool { return strings.HasSuffix(p, ":"+strconv.Itoa(port)) }) {
+		c.p.add(file, "%s does not publish its metrics port %d (REPLAY_METRICS_LISTEN)", where, port)
+	}
+}
+
+// composeOneReplay checks that no profile starts a continuous replay beside another replay: two
+// would read the same history and race to publish the same events.
+func (c checker) composeOneReplay(file string, cf composeFile, replays []string) {
+	byProfile := map[string][]string{}
+	continuous := map[string]bool{}
+	for _, name := range replays {
+		svc := cf.Services[name]
+		_, every := flagValue(svc.Command, "every")
+		for _, pr := range svc.Profiles {
+			byProfile[pr] = append(byProfile[pr], name)
+			continuous[pr] = continuous[pr] || every
+		}
+	}
+	for _, pr := range slices.Sorted(maps.Keys(byProfile)) {
+		if names := byProfile[pr]; continuous[pr] && len(names) > 1 {
+			c.p.add(file, "profile %s starts the replays %v together, one of them continuous: two replays at once", pr, names)
+		}
+	}
+}
+
+// replayWindow checks a continuous replay's --since against its --every: each pass must look
+// back further than the time since the one before, or what arrives in between goes unread.
+func (c checker) replayWindow(file, where string, args []string) {
+	v, _ := flagValue(args, "every")
+	every, err := time.ParseDuration(v)
+	since, ok := sinceArg(args)
+	if err != nil || !ok {
+		return // days (30d) and absolute times are the replay's to check
+	}
+	if since <= every {
+		c.p.add(file, "%s replays --since %s, no more than its --every %s: events between two passes would go unread", where, since, every)
+	}
 }
 
 // composeNATS checks that NATS_URL names a NATS service of the stack that runs JetStream from one
@@ -472,7 +594,8 @@ func (c checker) streamSettings(file, where string, env map[string]string) {
 // kubernetes checks the manifests: every container's variables and references, security
 // context, resources; the bridge Deployment's replicas and probes; edge StatefulSets; PDB and
 // Service; one image; a kustomization that covers the hub-side files; replays that look back no
-// further than the dedup window.
+// further than the dedup window, the continuous one alone in its Deployment; every pod the alerts
+// watch scraped in its job.
 func (c checker) kubernetes() {
 	objs := c.d.objects
 	refs := map[string]map[string]bool{} // "ConfigMap/name" -> keys
@@ -526,6 +649,7 @@ func (c checker) kubernetes() {
 				} else {
 					c.p.add(pd.obj.file, "%s has no --since duration among its args %v", where, ctr.Args)
 				}
+				c.replayPod(pd, ctr, where, uses, lit)
 			}
 		}
 	}
@@ -677,6 +801,89 @@ func (c checker) bridgePod(pd pod, ctr container, where string, env map[string]s
 		c.p.add(file, "%s: the Deployment must run at least 2 replicas", where)
 	}
 	c.probes(file, where, ctr, env)
+	c.scrapeTarget(pd, ctr, where, c.bridgeListenPort(file, env), bridgeJob)
+}
+
+// replayPod checks a replay container: in a Job or CronJob one pass that ends; in a Deployment
+// the continuous replay (--every), alone even during a rollout, pushing nowhere, looking back
+// further than its interval, and serving /metrics and /healthz where its annotations and liveness
+// probe ask.
+func (c checker) replayPod(pd pod, ctr container, where string, uses []envUse, env map[string]string) {
+	file := pd.obj.file
+	every, continuous := flagValue(ctr.Args, "every")
+	if pd.obj.Kind != "Deployment" {
+		if continuous {
+			c.p.add(file, "%s runs --every %s in a %s, which would then never complete", where, every, pd.obj.Kind)
+		}
+		return
+	}
+	if !continuous {
+		c.p.add(file, "%s runs one pass in a Deployment, which would restart it for ever: add --every", where)
+		return
+	}
+	c.replayWindow(file, where, ctr.Args)
+	if r := pd.obj.Spec.Replicas; r == nil || *r != 1 {
+		c.p.add(file, "%s: the continuous replay must run exactly 1 replica", where)
+	}
+	if st := pd.obj.Spec.Strategy; st == nil || st.Type != "Recreate" {
+		c.p.add(file, "%s: the Deployment's strategy must be Recreate, or a rollout runs two replays at once", where)
+	}
+	if slices.ContainsFunc(uses, func(u envUse) bool { return u.name == "REPLAY_PUSHGATEWAY_URL" }) {
+		c.p.add(file, "%s sets REPLAY_PUSHGATEWAY_URL, which the replay refuses with --every: it is scraped instead", where)
+	}
+	listen, ok := env["REPLAY_METRICS_LISTEN"]
+	if !ok {
+		c.p.add(file, "%s runs --every without REPLAY_METRICS_LISTEN: nothing could scrape or alert on it", where)
+		return
+	}
+	port, err := listenPort(listen)
+	if err != nil {
+		c.p.add(file, "%s: REPLAY_METRICS_LISTEN: %v", where, err)
+		return
+	}
+	if pr := ctr.LivenessProbe; pr == nil || pr.HTTPGet == nil {
+		c.p.add(file, "%s has no HTTP livenessProbe", where)
+	} else {
+		if pr.HTTPGet.Path != healthPath {
+			c.p.add(file, "%s livenessProbe asks %s, want %s", where, pr.HTTPGet.Path, healthPath)
+		}
+		if p := containerPortOf(ctr, pr.HTTPGet.Port); p != port {
+			c.p.add(file, "%s livenessProbe asks port %s (%d), but the replay serves %s on %d (REPLAY_METRICS_LISTEN)", where, pr.HTTPGet.Port, p, healthPath, port)
+		}
+	}
+	c.scrapeTarget(pd, ctr, where, port, replayJob)
+}
+
+// scrapeTarget checks that Prometheus scrapes a pod as job: its prometheus.io annotations ask for
+// /metrics on port, a port its container declares, and prometheus.yml's relabelling keeps the pod
+// in that job and no other.
+func (c checker) scrapeTarget(pd pod, ctr container, where string, port int, job string) {
+	file := pd.obj.file
+	a := pd.meta.Annotations
+	if a["prometheus.io/scrape"] != "true" {
+		c.p.add(file, "%s has no annotation prometheus.io/scrape: \"true\", so the alerts see nothing of it", where)
+		return
+	}
+	if a["prometheus.io/port"] != strconv.Itoa(port) {
+		c.p.add(file, "%s: the annotation prometheus.io/port is %q, but it serves %s on %d", where, a["prometheus.io/port"], metricsPath, port)
+	}
+	if a["prometheus.io/path"] != metricsPath {
+		c.p.add(file, "%s: the annotation prometheus.io/path is %q, want %s", where, a["prometheus.io/path"], metricsPath)
+	}
+	if !slices.ContainsFunc(ctr.Ports, func(p containerPort) bool { return p.ContainerPort == port }) {
+		c.p.add(file, "%s declares no container port %d, where it serves %s", where, port, metricsPath)
+	}
+	for _, cf := range slices.Sorted(maps.Keys(c.d.prometheus)) {
+		var jobs []string
+		for _, sc := range c.d.prometheus[cf].ScrapeConfigs {
+			if sc.keeps(podMetaLabels(pd)) {
+				jobs = append(jobs, sc.JobName)
+			}
+		}
+		if !slices.Equal(jobs, []string{job}) {
+			c.p.add(cf, "scrapes the pods of %s %s as jobs %v, want [%s], where alerts.yaml looks for them", pd.obj.Kind, pd.obj.name(), jobs, job)
+		}
+	}
 }
 
 // edgePod checks an edge (NATS_HUB_URL): a StatefulSet whose every pod is an edge of its own, its
@@ -730,6 +937,7 @@ func (c checker) edgePod(pd pod, ctr container, where string, uses []envUse, env
 		}
 	}
 	c.probes(file, where, ctr, env)
+	c.scrapeTarget(pd, ctr, where, c.bridgeListenPort(file, env), bridgeJob)
 }
 
 // probes checks a bridge container's liveness and readiness probes: the paths the bridge serves,
@@ -770,8 +978,9 @@ func containerPortOf(ctr container, p intOrString) int {
 // Service sends traffic to the bridge's port.
 func (c checker) pdbAndService(objs []k8sObject) {
 	var bridgePods []pod
+	runsBridge := func(ctr container) bool { return len(ctr.Command) == 0 || path.Base(ctr.Command[0]) == string(bridge) }
 	for _, pd := range pods(objs) {
-		if pd.obj.Kind == "Deployment" {
+		if pd.obj.Kind == "Deployment" && slices.ContainsFunc(pd.spec.Containers, runsBridge) {
 			bridgePods = append(bridgePods, pd)
 		}
 	}
@@ -1001,22 +1210,18 @@ func (c checker) hubDomains() []string {
 	return out
 }
 
-// dashboards checks that the Grafana dashboards query only metrics the bridge serves, and all of them.
+// dashboards checks that the Grafana dashboards query only metrics the bridge and the replay
+// serve, and all of them.
 func (c checker) dashboards() {
-	known := bridgeMetrics()
+	known := knownMetrics()
 	metricRE := regexp.MustCompile(`\bayrbridge_[a-z0-9_]+`)
 	for _, file := range slices.Sorted(maps.Keys(c.d.dashboards)) {
 		used := map[string]bool{}
 		for _, expr := range exprs(c.d.dashboards[file]) {
 			for _, m := range metricRE.FindAllString(expr, -1) {
-				base := m
-				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-					if b, ok := strings.CutSuffix(m, suffix); ok && known[b] == "histogram" {
-						base = b
-					}
-				}
-				if _, ok := known[base]; !ok || (base == m && known[base] == "histogram") {
-					c.p.add(file, "queries %s, which the bridge does not serve (%s)", m, expr)
+				base, ok := servedMetric(known, m)
+				if !ok {
+					c.p.add(file, "queries %s, which no ayrbridge program serves (%s)", m, expr)
 					continue
 				}
 				used[base] = true
@@ -1048,4 +1253,141 @@ func exprs(v any) []string {
 		}
 	}
 	return out
+}
+
+// prometheusConfig checks the Prometheus configuration: it loads every rule file, and keeps the
+// labels that the Pushgateway serves, so that the nightly replay's series keep the job they were
+// pushed as. Which pods its jobs scrape is scrapeTarget's to check.
+func (c checker) prometheusConfig() {
+	for _, file := range slices.Sorted(maps.Keys(c.d.prometheus)) {
+		pc := c.d.prometheus[file]
+		loaded := map[string]bool{}
+		for _, rf := range pc.RuleFiles {
+			name := path.Join(path.Dir(file), rf)
+			if _, ok := c.d.rules[name]; !ok {
+				c.p.add(file, "loads the rule file %s, which is not deploy/prometheus/alerts.yaml", rf)
+			}
+			loaded[name] = true
+		}
+		for _, rf := range slices.Sorted(maps.Keys(c.d.rules)) {
+			if !loaded[rf] {
+				c.p.add(file, "does not load %s (rule_files)", rf)
+			}
+		}
+		jobs := map[string]bool{}
+		for _, sc := range pc.ScrapeConfigs {
+			if jobs[sc.JobName] {
+				c.p.add(file, "has two scrape jobs named %s", sc.JobName)
+			}
+			jobs[sc.JobName] = true
+		}
+		if !slices.ContainsFunc(pc.ScrapeConfigs, func(sc scrapeConfig) bool { return sc.HonorLabels && len(sc.StaticConfigs) > 0 }) {
+			c.p.add(file, "has no static job with honor_labels: true for the Pushgateway: the nightly replay's series would take the scrape job's name")
+		}
+	}
+}
+
+// rules checks the alert rules: each alert has a severity, a summary and a description, queries
+// only metrics the programs serve (and up and process_start_time_seconds) in jobs prometheus.yml
+// scrapes, and has a test in alerts_test.yaml where it fires and one where it stays quiet.
+func (c checker) rules() {
+	known := knownMetrics()
+	jobRE := regexp.MustCompile(`\bjob\s*=\s*"([^"]*)"`)
+	jobs := map[string]bool{}
+	for _, pc := range c.d.prometheus {
+		for _, sc := range pc.ScrapeConfigs {
+			jobs[sc.JobName] = true
+		}
+	}
+	recorded := map[string]bool{}
+	for _, rf := range c.d.rules {
+		for _, g := range rf.Groups {
+			for _, r := range g.Rules {
+				if r.Record != "" {
+					recorded[r.Record] = true
+				}
+			}
+		}
+	}
+	alerts := map[string]string{} // alert -> file
+	for _, file := range slices.Sorted(maps.Keys(c.d.rules)) {
+		for _, g := range c.d.rules[file].Groups {
+			for _, r := range g.Rules {
+				where := "recording rule " + r.Record
+				if r.Alert != "" {
+					where = "alert " + r.Alert
+					if _, dup := alerts[r.Alert]; dup {
+						c.p.add(file, "defines %s twice", where)
+					}
+					alerts[r.Alert] = file
+					c.alertText(file, where, r)
+				}
+				for _, m := range promqlMetrics(r.Expr) {
+					_, served := servedMetric(known, m)
+					switch {
+					case strings.HasPrefix(m, "ayrbridge_") && !served:
+						c.p.add(file, "%s queries %s, which no ayrbridge program serves", where, m)
+					case !strings.HasPrefix(m, "ayrbridge_") && !recorded[m] && !slices.Contains(ruleOtherMetrics(), m):
+						c.p.add(file, "%s queries %s, which is neither an ayrbridge metric nor one of %v", where, m, ruleOtherMetrics())
+					}
+				}
+				for _, m := range jobRE.FindAllStringSubmatch(r.Expr, -1) {
+					if len(c.d.prometheus) > 0 && !jobs[m[1]] {
+						c.p.add(file, "%s selects job %q, which no scrape job of prometheus.yml has", where, m[1])
+					}
+				}
+			}
+		}
+	}
+	c.ruleTestsCover(alerts)
+}
+
+// alertText checks an alert's severity label and its annotations for the operator.
+func (c checker) alertText(file, where string, r rule) {
+	switch sev := r.Labels["severity"]; sev {
+	case "critical", "warning", "info":
+	case "":
+		c.p.add(file, "%s has no severity label", where)
+	default:
+		c.p.add(file, "%s has severity %q, want critical, warning or info", where, sev)
+	}
+	for _, a := range []string{"summary", "description"} {
+		if strings.TrimSpace(r.Annotations[a]) == "" {
+			c.p.add(file, "%s has no %s annotation", where, a)
+		}
+	}
+}
+
+// ruleTestsCover checks that the promtool tests load the rule files and test only alerts they
+// define, each at least once firing (exp_alerts not empty) and once quiet (exp_alerts empty).
+func (c checker) ruleTestsCover(alerts map[string]string) {
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, file := range slices.Sorted(maps.Keys(c.d.ruleTests)) {
+		tf := c.d.ruleTests[file]
+		for _, rf := range tf.RuleFiles {
+			if _, ok := c.d.rules[path.Join(path.Dir(file), rf)]; !ok {
+				c.p.add(file, "loads the rule file %s, which is not deploy/prometheus/alerts.yaml", rf)
+			}
+		}
+		for _, tc := range tf.Tests {
+			for _, at := range tc.AlertRuleTests {
+				if _, ok := alerts[at.Alertname]; !ok {
+					c.p.add(file, "test %q expects alert %s, which no rule file defines", tc.Name, at.Alertname)
+				}
+				if len(at.ExpAlerts) > 0 {
+					fires[at.Alertname] = true
+				} else {
+					quiet[at.Alertname] = true
+				}
+			}
+		}
+	}
+	for _, a := range slices.Sorted(maps.Keys(alerts)) {
+		if !fires[a] {
+			c.p.add(alerts[a], "alert %s has no test in which it fires (an alert_rule_test with exp_alerts)", a)
+		}
+		if !quiet[a] {
+			c.p.add(alerts[a], "alert %s has no test in which it stays quiet (exp_alerts: [])", a)
+		}
+	}
 }

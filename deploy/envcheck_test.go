@@ -229,13 +229,106 @@ func TestChecksCatchMistakes(t *testing.T) {
 			"shows nothing of ayrbridge_edge_sourcing_consumers"},
 		"grafana: metric the bridge does not serve": {
 			"grafana/ayrbridge.json", "ayrbridge_duplicates_total", "ayrbridge_dupes_total",
-			"queries ayrbridge_dupes_total, which the bridge does not serve"},
+			"queries ayrbridge_dupes_total, which no ayrbridge program serves"},
 		"grafana: a metric left out": {
 			"grafana/ayrbridge.json", "ayrbridge_nats_reconnects_total", "ayrbridge_nats_connected",
 			"shows nothing of ayrbridge_nats_reconnects_total"},
 		"grafana: histogram without _bucket": {
 			"grafana/ayrbridge.json", "ayrbridge_publish_duration_seconds_bucket", "ayrbridge_publish_duration_seconds",
-			"queries ayrbridge_publish_duration_seconds, which the bridge does not serve"},
+			"queries ayrbridge_publish_duration_seconds, which no ayrbridge program serves"},
+		"grafana: a replay metric left out": {
+			"grafana/ayrbridge.json", "ayrbridge_replay_profiles_stopped", "ayrbridge_replay_profiles",
+			"shows nothing of ayrbridge_replay_profiles_stopped"},
+		"prometheus: unknown metric in a rule": {
+			"prometheus/alerts.yaml", `ayrbridge_nats_connected{job="ayrbridge"} == 0`, `ayrbridge_nats_up{job="ayrbridge"} == 0`,
+			"alert AyrbridgeNATSDisconnected queries ayrbridge_nats_up, which no ayrbridge program serves"},
+		"prometheus: metric of another exporter": {
+			"prometheus/alerts.yaml", `min(process_start_time_seconds{job="ayrbridge"})`, `min(node_boot_time_seconds{job="ayrbridge"})`,
+			"alert AyrbridgeWebhooksSilent queries node_boot_time_seconds, which is neither an ayrbridge metric"},
+		"prometheus: alert without severity": {
+			"prometheus/alerts.yaml", "          severity: critical\n", "",
+			"alert AyrbridgeAllDown has no severity label"},
+		"prometheus: unknown severity": {
+			"prometheus/alerts.yaml", "severity: warning", "severity: page",
+			`alert AyrbridgeInstanceDown has severity "page", want critical, warning or info`},
+		"prometheus: alert without description": {
+			"prometheus/alerts.yaml", "description:", "runbook:",
+			"alert AyrbridgeInstanceDown has no description annotation"},
+		"prometheus: misspelt rule key": {
+			"prometheus/alerts.yaml", "        for: 5m", "        four: 5m",
+			"field four not found"},
+		"prometheus: alert without a firing test": {
+			"prometheus/alerts.yaml", "alert: AyrbridgeReplayDown", "alert: AyrbridgeReplayGone",
+			"alert AyrbridgeReplayGone has no test in which it fires"},
+		"prometheus: alert never tested quiet": {
+			"prometheus/alerts_test.yaml", "      - eval_time: 3m\n        alertname: AyrbridgeReplayProfileStopped\n        exp_alerts: []\n", "",
+			"alert AyrbridgeReplayProfileStopped has no test in which it stays quiet"},
+		"prometheus: test of an alert no rule defines": {
+			"prometheus/alerts_test.yaml", "alertname: AyrbridgeReplayDown", "alertname: AyrbridgeReplayDwn",
+			`test "bridges go down one after the other" expects alert AyrbridgeReplayDwn, which no rule file defines`},
+		"prometheus: rule on a job nothing scrapes": {
+			"prometheus/alerts.yaml", `up{job="ayrbridge-replay"} == 0`, `up{job="replay"} == 0`,
+			`alert AyrbridgeReplayDown selects job "replay", which no scrape job of prometheus.yml has`},
+		"prometheus: scrape job renamed": {
+			"prometheus/prometheus.yml", "job_name: ayrbridge-replay\n    kubernetes_sd_configs", "job_name: replay\n    kubernetes_sd_configs",
+			"scrapes the pods of Deployment ayrbridge-replay as jobs [replay], want [ayrbridge-replay]"},
+		"prometheus: keep rule that misses the replay": {
+			"prometheus/prometheus.yml", "regex: true;ayrbridge;replay-continuous", "regex: true;ayrbridge;replay",
+			"scrapes the pods of Deployment ayrbridge-replay as jobs [], want [ayrbridge-replay]"},
+		"prometheus: replay scraped as a bridge too": {
+			"prometheus/prometheus.yml", "regex: true;ayrbridge;(bridge|edge)", "regex: true;ayrbridge;(bridge|edge|replay-continuous)",
+			"scrapes the pods of Deployment ayrbridge-replay as jobs [ayrbridge ayrbridge-replay], want [ayrbridge-replay]"},
+		"prometheus: Pushgateway without honor_labels": {
+			"prometheus/prometheus.yml", "honor_labels: true", "honor_labels: false",
+			"has no static job with honor_labels: true for the Pushgateway"},
+		"prometheus: rules not loaded": {
+			"prometheus/prometheus.yml", "rule_files: [alerts.yaml]", "rule_files: []",
+			"does not load prometheus/alerts.yaml"},
+		"kubernetes: two continuous replays": {
+			"kubernetes/replay-deployment.yaml", "replicas: 1", "replicas: 2",
+			"the continuous replay must run exactly 1 replica"},
+		"kubernetes: continuous replay rolled over": {
+			"kubernetes/replay-deployment.yaml", "type: Recreate", "type: RollingUpdate",
+			"the Deployment's strategy must be Recreate"},
+		"kubernetes: replay liveness on another port": {
+			"kubernetes/replay-deployment.yaml", "containerPort: 9091", "containerPort: 9092",
+			"livenessProbe asks port metrics (9092), but the replay serves /healthz on 9091 (REPLAY_METRICS_LISTEN)"},
+		"kubernetes: replay scraped on another port": {
+			"kubernetes/replay-deployment.yaml", `prometheus.io/port: "9091"`, `prometheus.io/port: "8080"`,
+			`the annotation prometheus.io/port is "8080", but it serves /metrics on 9091`},
+		"kubernetes: continuous replay pushing": {
+			"kubernetes/replay-deployment.yaml", "          env:\n", "          env:\n            - name: REPLAY_PUSHGATEWAY_URL\n              value: http://pushgateway:9091\n",
+			"sets REPLAY_PUSHGATEWAY_URL, which the replay refuses with --every"},
+		"kubernetes: continuous replay without metrics": {
+			"kubernetes/replay-deployment.yaml", "            - name: REPLAY_METRICS_LISTEN\n              value: \":9091\"\n", "",
+			"runs --every without REPLAY_METRICS_LISTEN"},
+		"kubernetes: continuous replay with a gap between passes": {
+			"kubernetes/replay-deployment.yaml", `args: ["--every", "15m", "--since", "3h"]`, `args: ["--every", "15m", "--since", "10m"]`,
+			"replays --since 10m0s, no more than its --every 15m0s"},
+		"kubernetes: nightly run that never ends": {
+			"kubernetes/replay-cronjob.yaml", `args: ["--since", "24h"]`, `args: ["--every", "1h", "--since", "24h"]`,
+			"runs --every 1h in a CronJob, which would then never complete"},
+		"kubernetes: bridge not scraped": {
+			"kubernetes/deployment.yaml", `prometheus.io/scrape: "true"`, `prometheus.io/scrape: "false"`,
+			"Deployment ayrbridge-bridge container bridge has no annotation prometheus.io/scrape"},
+		"kubernetes: continuous replay not in the kustomization": {
+			"kubernetes/kustomization.yaml", "  - replay-deployment.yaml\n", "",
+			"does not list replay-deployment.yaml"},
+		"compose: continuous replay port not published": {
+			"compose.yaml", `- "9091:9091"`, `- "9092:9092"`,
+			"service replay-continuous does not publish its metrics port 9091"},
+		"compose: continuous replay beside the one-shot": {
+			"compose.yaml", "profiles: [replay-continuous]", "profiles: [replay]",
+			"profile replay starts the replays [replay replay-continuous] together"},
+		"compose: continuous replay not restarted": {
+			"compose.yaml", "    restart: unless-stopped\n\n  hub:", "    restart: \"no\"\n\n  hub:",
+			`service replay-continuous runs --every but restart is "no"`},
+		"compose: continuous replay without metrics": {
+			"compose.yaml", "      REPLAY_METRICS_LISTEN: \":9091\"\n", "",
+			"service replay-continuous runs --every without REPLAY_METRICS_LISTEN"},
+		"compose: replay in a plain up": {
+			"compose.yaml", "  replay-continuous:\n    profiles: [replay-continuous]\n", "  replay-continuous:\n",
+			"service replay-continuous is a replay without a profile"},
 		"Dockerfile: root user": {
 			"Dockerfile", "USER 65532:65532", "USER root",
 			`final stage USER "root" is not a numeric non-root user`},
@@ -372,7 +465,7 @@ func TestKustomizeBuilds(t *testing.T) {
 	slices.Sort(kinds)
 	want := []string{
 		"ConfigMap/ayrbridge-bridge", "ConfigMap/ayrbridge-common", "CronJob/ayrbridge-replay-daily",
-		"Deployment/ayrbridge-bridge", "PodDisruptionBudget/ayrbridge-bridge", "Secret/ayrbridge-secrets",
+		"Deployment/ayrbridge-bridge", "Deployment/ayrbridge-replay", "PodDisruptionBudget/ayrbridge-bridge", "Secret/ayrbridge-secrets",
 		"Service/ayrbridge-bridge",
 	}
 	if !slices.Equal(kinds, want) {

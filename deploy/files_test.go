@@ -31,6 +31,9 @@ const (
 	kindNATSConf   fileKind = "nats config"
 	kindStream     fileKind = "stream definition"
 	kindGrafana    fileKind = "grafana dashboard"
+	kindRules      fileKind = "prometheus rules"
+	kindRuleTests  fileKind = "promtool rule tests"
+	kindPromConfig fileKind = "prometheus config"
 )
 
 // source is a set of deployment files of one kind, as a glob under deploy/.
@@ -48,6 +51,9 @@ func sources() []source {
 		{"nats/*.conf", kindNATSConf},
 		{"nats/stream.json", kindStream},
 		{"grafana/*.json", kindGrafana},
+		{"prometheus/alerts.yaml", kindRules},
+		{"prometheus/alerts_test.yaml", kindRuleTests},
+		{"prometheus/prometheus.yml", kindPromConfig},
 	}
 }
 
@@ -110,6 +116,9 @@ type deployment struct {
 	streams    map[string]jetstream.StreamConfig // by file
 	natsConfs  map[string]string                 // by file
 	dashboards map[string]any                    // by file
+	rules      map[string]ruleFile               // by file
+	ruleTests  map[string]ruleTestFile           // by file
+	prometheus map[string]promConfig             // by file
 }
 
 // parse parses every file by its kind; a file that does not parse is a problem.
@@ -118,6 +127,9 @@ func parse(files deployFiles, p *problems) *deployment {
 		streams:    map[string]jetstream.StreamConfig{},
 		natsConfs:  map[string]string{},
 		dashboards: map[string]any{},
+		rules:      map[string]ruleFile{},
+		ruleTests:  map[string]ruleTestFile{},
+		prometheus: map[string]promConfig{},
 	}
 	for _, name := range files.sorted() {
 		data := files[name]
@@ -146,6 +158,18 @@ func parse(files deployFiles, p *problems) *deployment {
 			var dash any
 			err = strictJSON(data, &dash)
 			d.dashboards[name] = dash
+		case kindRules:
+			var rf ruleFile
+			err = strictYAML(data, &rf)
+			d.rules[name] = rf
+		case kindRuleTests:
+			var tf ruleTestFile
+			err = strictYAML(data, &tf)
+			d.ruleTests[name] = tf
+		case kindPromConfig:
+			var pc promConfig
+			err = strictYAML(data, &pc)
+			d.prometheus[name] = pc
 		}
 		if err != nil {
 			p.add(name, "does not parse as a %s: %v", kind, err)
@@ -396,6 +420,7 @@ type k8sMeta struct {
 	Name         string            `yaml:"name"`
 	GenerateName string            `yaml:"generateName"`
 	Labels       map[string]string `yaml:"labels"`
+	Annotations  map[string]string `yaml:"annotations"`
 }
 
 // name returns the name, or the generateName prefix.
@@ -415,6 +440,7 @@ type k8sImage struct {
 // k8sSpec merges the spec fields of the kinds the checks look into.
 type k8sSpec struct {
 	Replicas     *int           `yaml:"replicas"`
+	Strategy     *strategy      `yaml:"strategy"`
 	Selector     map[string]any `yaml:"selector"`
 	Template     *podTemplate   `yaml:"template"`
 	JobTemplate  *jobTemplate   `yaml:"jobTemplate"`
@@ -424,6 +450,11 @@ type k8sSpec struct {
 	// StatefulSet
 	ServiceName          string          `yaml:"serviceName"`
 	VolumeClaimTemplates []claimTemplate `yaml:"volumeClaimTemplates"`
+}
+
+// strategy is a Deployment's update strategy: RollingUpdate (the default) or Recreate.
+type strategy struct {
+	Type string `yaml:"type"`
 }
 
 type claimTemplate struct {
@@ -591,18 +622,27 @@ func listenPort(addr string) (int, error) {
 
 // sinceArg returns the duration of a --since (or -since) flag among args.
 func sinceArg(args []string) (time.Duration, bool) {
+	value, ok := flagValue(args, "since")
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(value)
+	return d, err == nil
+}
+
+// flagValue returns the value of the first --name (or -name, --name=value) flag among args.
+func flagValue(args []string, name string) (string, bool) {
 	for i, a := range args {
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if name != "since" || !strings.HasPrefix(a, "-") {
+		n, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if n != name || !strings.HasPrefix(a, "-") {
 			continue
 		}
 		if !hasValue && i+1 < len(args) {
 			value = args[i+1]
 		}
-		d, err := time.ParseDuration(value)
-		return d, err == nil
+		return value, true
 	}
-	return 0, false
+	return "", false
 }
 
 // containsAll reports whether every label of want is in have.
