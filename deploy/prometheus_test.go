@@ -23,7 +23,7 @@ const promtoolVersion = "v0.316.0"
 // alerts_test.yaml pass, and prometheus.yml is a valid configuration (which needs no cluster to
 // check). It skips where promtool cannot be built.
 func TestPromtool(t *testing.T) {
-	proctest.SkipShort(t, "builds promtool, about 4 minutes with a cold Go build cache")
+	proctest.SkipShort(t, "builds promtool, about 6 minutes with a cold Go build cache")
 	promtool := buildPromtool(t)
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yaml"},
