@@ -134,8 +134,11 @@ type Replayer struct {
 	metrics *Metrics
 
 	// unresolved holds the ids (and creation times) of missing events not yet known stored,
-	// so that a later pass that finds one missing again does not count it as newly lost.
+	// so that a later pass that finds one missing again does not count it as newly lost. Only
+	// RunEvery keeps it (track): a single run has no later pass, and a dry run over a large gap
+	// would hold every id.
 	mu         sync.Mutex
+	track      bool
 	unresolved map[string]time.Time
 
 	phase  atomic.Value // string
@@ -423,6 +426,9 @@ func (r *Replayer) replay(ctx context.Context, job Job, p Profile, action string
 func (r *Replayer) firstMiss(id string, created time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.track {
+		return true
+	}
 	if _, seen := r.unresolved[id]; seen {
 		return false
 	}

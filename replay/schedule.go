@@ -40,6 +40,9 @@ func (r *Replayer) RunEvery(ctx context.Context, job Job, s Schedule, report fun
 	if report == nil {
 		report = func(Summary, error) {}
 	}
+	r.mu.Lock()
+	r.track = true
+	r.mu.Unlock()
 	all := len(job.Profiles)
 	r.metrics.SetSchedule(all, s.Every)
 	r.metrics.setStopped(0)
