@@ -234,3 +234,17 @@ func TestRunEveryRefusesBadSchedules(t *testing.T) {
 		t.Errorf("no profile: %v, want ErrInvalidJob", err)
 	}
 }
+
+// TestSingleRunRemembersNothing: only a continuous replay keeps the ids it found missing; a
+// single dry run over a large gap would otherwise hold every one of them.
+func TestSingleRunRemembersNothing(t *testing.T) {
+	body := historyJSON(group{"social", [][]byte{payload("social", "a", now.Add(-time.Hour)), payload("social", "b", now.Add(-time.Hour))}})
+	r, _ := newScheduled(t, &history{bodies: map[string][]byte{"": body}}, &stream{})
+	sum, err := r.Run(t.Context(), Job{Profiles: Profiles(nil), Since: now.Add(-24 * time.Hour), Until: now, DryRun: true})
+	if err != nil || sum.Total.NewlyMissing != 2 {
+		t.Fatalf("%+v, %v: want 2 newly missing", sum.Total, err)
+	}
+	if n := len(r.unresolved); n != 0 {
+		t.Errorf("a single run remembers %d ids", n)
+	}
+}
