@@ -30,6 +30,7 @@ type Metrics struct {
 	profiles    prometheus.Gauge
 	stopped     prometheus.Gauge
 	interval    prometheus.Gauge
+	known       map[string]bool // the documented actions, labelled by name
 }
 
 // LastSuccessMetric is the gauge a one-shot run leaves out of a failed push, so that the
@@ -92,6 +93,10 @@ func NewMetrics(reg prometheus.Registerer, started time.Time) (*Metrics, error) 
 		return nil, err
 	}
 	// Every series an alert reads exists from the start, so a rule never waits on a missing one.
+	m.known = map[string]bool{}
+	for _, a := range schema.Actions() {
+		m.known[a] = true
+	}
 	for _, a := range append(schema.Actions(), otherAction) {
 		m.missing.WithLabelValues(a)
 		m.published.WithLabelValues(a)
@@ -146,12 +151,8 @@ func (m *Metrics) pass(sum Summary, ok bool, finished time.Time) {
 	if m == nil {
 		return
 	}
-	known := map[string]bool{}
-	for _, a := range schema.Actions() {
-		known[a] = true
-	}
 	for action, c := range sum.Actions {
-		if !known[action] {
+		if !m.known[action] {
 			action = otherAction
 		}
 		m.missing.WithLabelValues(action).Add(float64(c.NewlyMissing))

@@ -82,23 +82,12 @@ func continuousBench(ctx context.Context, o options, bin, histAddr string, st *s
 		metricstest.Sum(last, "ayrbridge_replay_failed_events_total"), metricstest.Sum(last, "ayrbridge_replay_history_requests_total"),
 		last[`ayrbridge_replay_history_requests_total{code="200"}`])
 	fmt.Printf("stream after: %d messages, %d distinct ids, %d expected ids missing\n", msgs, distinct, missing)
-	checks := []struct {
-		name string
-		ok   bool
-	}{
+	checks := []check{
 		{"exit 0 after SIGTERM", waitErr == nil},
 		{fmt.Sprintf("missing events counted once: %.0f", want), metricstest.Sum(last, "ayrbridge_replay_missing_events_total") == want},
 		{fmt.Sprintf("published the %.0f missing events, none failed", want), metricstest.Sum(last, "ayrbridge_replay_published_events_total") == want && metricstest.Sum(last, "ayrbridge_replay_failed_events_total") == 0},
 		{fmt.Sprintf("stream holds %d distinct ids, each once", o.n), msgs == o.n && distinct == o.n && missing == 0},
 		{fmt.Sprintf("memory flat: the second half's highest RSS within 10%% of the first half's (%.1f / %.1f MB)", float64(late)/1024, float64(early)/1024), float64(late) <= 1.1*float64(early)},
 	}
-	all := true
-	for _, c := range checks {
-		verdict := "PASS"
-		if !c.ok {
-			verdict, all = "FAIL", false
-		}
-		fmt.Printf("%s %s\n", verdict, c.name)
-	}
-	return all, nil
+	return report(checks), nil
 }

@@ -174,16 +174,24 @@ func bench(ctx context.Context, o options) (bool, error) {
 	fmt.Printf("second run: %s, published %d, in stream %d\n", again.wall.Round(time.Millisecond), again.summary.Total.Published, again.summary.Total.InStream)
 
 	want := int64(o.n) / 2 // the odd indexes were missing
-	checks := []struct {
-		name string
-		ok   bool
-	}{
+	checks := []check{
 		{fmt.Sprintf("rate >= %.0f events/s (%.0f)", o.minRate, bestRate), bestRate >= o.minRate},
 		{fmt.Sprintf("peak RSS < %.0f MB (%.1f)", o.maxRSSMB, max(peakRSS, again.rssMB)), max(peakRSS, again.rssMB) < o.maxRSSMB},
 		{fmt.Sprintf("first run published the %d missing events, none failed", want), first.Published == want && first.Failed == 0 && first.InStream == int64(o.n)-want},
 		{fmt.Sprintf("stream holds %d distinct ids, each once", o.n), msgs == o.n && distinct == o.n && missing == 0},
 		{"second run published nothing", again.summary.Total.Published == 0 && again.summary.Total.InStream == int64(o.n) && again.summary.Total.Failed == 0},
 	}
+	return report(checks), nil
+}
+
+// check is one target of a benchmark and whether the run met it.
+type check struct {
+	name string
+	ok   bool
+}
+
+// report prints PASS or FAIL for each check and returns whether all passed.
+func report(checks []check) bool {
 	all := true
 	for _, c := range checks {
 		verdict := "PASS"
@@ -192,7 +200,7 @@ func bench(ctx context.Context, o options) (bool, error) {
 		}
 		fmt.Printf("%s %s\n", verdict, c.name)
 	}
-	return all, nil
+	return all
 }
 
 func rate(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ayrbridge/ayrbridge/internal/metricstest"
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 )
 
@@ -36,31 +37,20 @@ func TestMetricNamesMatchDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	families := func(text []byte, re *regexp.Regexp) []string {
-		var out []string
-		for _, m := range re.FindAllSubmatch(text, -1) {
-			name := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(string(m[1]), "")
-			if !slices.Contains(out, name) {
-				out = append(out, name)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	exported := families(scrape, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_\w+) `))
+	exported := metricstest.Families(scrape, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_\w+) `))
 	// The replay's families, and its Pushgateway job ayrbridge_replay, are cmd/replay's to check.
 	bridgeOnly := func(names []string) []string {
 		return slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n+"_", "ayrbridge_replay_") })
 	}
 	name := regexp.MustCompile(`(ayrbridge_\w+)`)
-	used := bridgeOnly(families(dashboard, name))
+	used := bridgeOnly(metricstest.Families(dashboard, name))
 	if !slices.Equal(exported, used) {
 		t.Fatalf("the bridge exports %v\nthe dashboard uses %v", exported, used)
 	}
 	if len(exported) != 20 {
 		t.Fatalf("exported %d ayrbridge_ families, want 11 and the edge's 9: %v", len(exported), exported)
 	}
-	for _, n := range bridgeOnly(families(rules, name)) {
+	for _, n := range bridgeOnly(metricstest.Families(rules, name)) {
 		if !slices.Contains(exported, n) {
 			t.Errorf("alerts.yaml uses %s, which the bridge does not export", n)
 		}

@@ -362,18 +362,7 @@ func TestMetricNamesMatchRulesAndDashboard(t *testing.T) {
 	}
 	text, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	families := func(text []byte, re *regexp.Regexp) []string {
-		var out []string
-		for _, m := range re.FindAllSubmatch(text, -1) {
-			name := regexp.MustCompile(`_(bucket|sum|count)$`).ReplaceAllString(string(m[1]), "")
-			if !slices.Contains(out, name) {
-				out = append(out, name)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	exported := families(text, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_replay_\w+) `))
+	exported := metricstest.Families(text, regexp.MustCompile(`(?m)^# TYPE (ayrbridge_replay_\w+) `))
 	if len(exported) != 10 {
 		t.Fatalf("exported %d ayrbridge_replay_ families, want 10: %v", len(exported), exported)
 	}
@@ -383,7 +372,7 @@ func TestMetricNamesMatchRulesAndDashboard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		names := families(b, used)
+		names := metricstest.Families(b, used)
 		for _, n := range names {
 			if !slices.Contains(exported, n) {
 				t.Errorf("%s uses %s, which the replay does not export (it does %v)", file, n, exported)

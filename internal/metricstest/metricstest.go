@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,4 +75,21 @@ func Sum(samples map[string]float64, family string) float64 {
 		}
 	}
 	return total
+}
+
+// suffixes of a histogram's series, which belong to its family.
+var histogramSeries = regexp.MustCompile(`_(bucket|sum|count)$`)
+
+// Families returns the sorted, distinct metric families that re finds in text: its first
+// group is a metric name, and a histogram's _bucket, _sum and _count name their family.
+func Families(text []byte, re *regexp.Regexp) []string {
+	var out []string
+	for _, m := range re.FindAllSubmatch(text, -1) {
+		name := histogramSeries.ReplaceAllString(string(m[1]), "")
+		if !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
