@@ -2,10 +2,12 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
@@ -21,22 +23,43 @@ func (nopPublisher) Publish(_ context.Context, ev schema.Event) (uint64, bool, e
 }
 
 // BenchmarkHandler is one webhook through the router, checks, CloudEvent and metrics, with
-// the publish stubbed out. Run: go test ./ingest -bench Handler -benchmem
+// the publish stubbed out: unsigned, signed with the default secret, and signed by a profile
+// among 1 or 1,000 with secrets of their own (the cost must not grow with their number).
+// Run: go test ./ingest -bench Handler -benchmem
 func BenchmarkHandler(b *testing.B) {
-	for _, signed := range []bool{false, true} {
-		name := "unsigned"
-		if signed {
-			name = "signed"
-		}
-		b.Run(name, func(b *testing.B) {
+	body := fixture(b, "messages_message_created.json") // has a hookId, like most deliveries
+	env, err := schema.Parse(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		profiles int // 0: the default secret signs
+		signed   bool
+	}{
+		{"unsigned", 0, false}, {"signed", 0, true}, {"profiles=1", 1, true}, {"profiles=1000", 1000, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			m, err := NewMetrics(prometheus.NewRegistry())
 			if err != nil {
 				b.Fatal(err)
 			}
 			opts := []Option{WithMetrics(m)}
-			body := fixture(b, "messages_message_created.json") // has a hookId, like most deliveries
-			if signed {
+			secret := "k"
+			if c.signed {
 				opts = append(opts, WithSecrets("k"))
+			}
+			if c.profiles > 0 {
+				files := map[string]string{env.RefID: "profile-new\nprofile-old\n"}
+				for i := 1; i < c.profiles; i++ {
+					files[fmt.Sprintf("%040x", i)] = fmt.Sprintf("secret-%d\n", i)
+				}
+				ps, _ := newProfileSecrets(b, profileDir(b, files), zerolog.Nop())
+				if ps.Len() != c.profiles {
+					b.Fatalf("%d profiles loaded, want %d", ps.Len(), c.profiles)
+				}
+				opts = append(opts, WithProfileSecrets(ps))
+				secret = "profile-old" // the second of two: every HMAC of the profile runs anyway
 			}
 			h, err := NewHandler(nopPublisher{}, opts...)
 			if err != nil {
@@ -48,8 +71,8 @@ func BenchmarkHandler(b *testing.B) {
 			req.SetRequestURI("/webhook")
 			req.Header.SetContentType("application/json")
 			req.Header.Set(RequestDeliveryID, "d-1")
-			if signed {
-				req.Header.Set(HeaderSignature, sign("k", body))
+			if c.signed {
+				req.Header.Set(HeaderSignature, sign(secret, body))
 			}
 			req.SetBody(body)
 			addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}

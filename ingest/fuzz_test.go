@@ -9,13 +9,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
 
 // FuzzHandler drives the whole router with random methods, paths, content types, headers and
-// bodies: nothing may panic, nothing but a failing store may give a 5xx, every answer is a
-// JSON object, and only a 200 publishes.
+// bodies, with default and per-profile secrets: nothing may panic, nothing but a failing store
+// may give a 5xx, every answer is a JSON object, and only a 200 publishes.
 func FuzzHandler(f *testing.F) {
+	profiles, _ := newProfileSecrets(f, profileDir(f, map[string]string{"fuzzref": "pk\npk-old\n"}), zerolog.Nop())
+	f.Add("POST", "/webhook", "application/json", "prof", "", []byte(`{"action":"feed","refId":"fuzzref"}`), false)
+	f.Add("POST", "/webhook", "application/json", "good", "", []byte(`{"action":"feed","refId":"fuzzref"}`), false)
 	f.Add("POST", "/webhook", "application/json", "", "", []byte(`{"action":"feed","hookId":"a"}`), false)
 	f.Add("POST", "/webhook", "application/json", "v1=00", "1700000000", []byte(`{"action":"social","type":"link"}`), true)
 	f.Add("POST", "/webhook", "", "good", "", []byte(`{"action":"feed"}`), false)
@@ -33,7 +37,7 @@ func FuzzHandler(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := NewHandler(pub, WithMetrics(m), WithMaxBodyBytes(4096), WithSecrets("k"), WithTimestampSkew(time.Hour))
+		h, err := NewHandler(pub, WithMetrics(m), WithMaxBodyBytes(4096), WithSecrets("k"), WithProfileSecrets(profiles), WithTimestampSkew(time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,6 +48,8 @@ func FuzzHandler(f *testing.F) {
 		req.Header.SetContentType(contentType)
 		if strings.HasPrefix(sigV2, "good") {
 			sigV2 = "v1=" + sign("k", body) + sigV2[4:]
+		} else if strings.HasPrefix(sigV2, "prof") {
+			sigV2 = "v1=" + sign("pk", body) + sigV2[4:]
 		}
 		req.Header.Set(HeaderSignatureV2, sigV2)
 		req.Header.Set(HeaderTimestamp, timestamp)

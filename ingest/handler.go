@@ -52,6 +52,7 @@ type Handler struct {
 	retryAfter string
 	pubTimeout time.Duration
 	verify     verifier
+	secrets    [][]byte // the default secrets, until NewHandler builds their keyset
 	metrics    *Metrics
 	now        func() time.Time
 }
@@ -75,15 +76,29 @@ func WithMaxBodyBytes(n int) Option {
 	}
 }
 
-// WithSecrets turns signature verification on: a request must carry a signature made with one
-// of secrets. Blank secrets are ignored; none at all leaves verification off.
+// WithSecrets turns signature verification on: a request whose profile has no secrets of its
+// own (see WithProfileSecrets) must carry a signature made with one of secrets, the Primary
+// Profile's. Blank secrets are ignored; none at all, and no profile secrets, leaves
+// verification off.
 func WithSecrets(secrets ...string) Option {
 	return func(h *Handler) error {
 		for _, s := range secrets {
 			if s = strings.TrimSpace(s); s != "" {
-				h.verify.addSecret([]byte(s))
+				h.secrets = append(h.secrets, []byte(s))
 			}
 		}
+		return nil
+	}
+}
+
+// WithProfileSecrets binds each profile that has secrets in p to those secrets alone, and turns
+// signature verification on for every request.
+func WithProfileSecrets(p *ProfileSecrets) Option {
+	return func(h *Handler) error {
+		if p == nil {
+			return errors.New("ingest: nil ProfileSecrets")
+		}
+		h.verify.profiles = p
 		return nil
 	}
 }
@@ -158,6 +173,10 @@ func NewHandler(pub Publisher, opts ...Option) (*Handler, error) {
 			return nil, err
 		}
 	}
+	if len(h.secrets) > 0 {
+		h.verify.defaults = newKeyset(h.secrets)
+		h.secrets = nil
+	}
 	h.refusals = h.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}})
 	return h, nil
 }
@@ -191,11 +210,6 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 	if len(body) > h.maxBody {
 		return h.refuse(rc, errTooLarge, "body exceeds "+strconv.Itoa(h.maxBody)+" bytes"), "", false, 0
 	}
-	if h.verify.enabled() {
-		if err := h.verify.verify(&rc.Request.Header, body); err != nil {
-			return h.refuse(rc, err, err.Error()), "", false, 0
-		}
-	}
 	hdr := &rc.Request.Header
 	ev, err := schema.NewEvent(body, schema.Meta{
 		ReceivedAt:      h.now(),
@@ -207,6 +221,14 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 	if err != nil {
 		// Whatever schema refuses is the payload's fault: a 4xx, never retried.
 		return h.refuse(rc, fmt.Errorf("%w: %w", errPayload, err), err.Error()), "", false, 0
+	}
+	// After parsing: the refId picks the secrets. Parsing is what every request pays anyway, and
+	// nothing is stored before the signature is checked.
+	if h.verify.enabled() {
+		if err := h.verify.verify(hdr, body, ev.Env.RefID); err != nil {
+			h.metrics.signatureFailed(err)
+			return h.refuse(rc, err, err.Error()), "", false, 0
+		}
 	}
 	// Not rc: fasthttp cancels it when the server shuts down, and a request in flight then
 	// should still finish within its own deadline.

@@ -14,7 +14,8 @@ type Metrics struct {
 	requests     *prometheus.CounterVec
 	events       *prometheus.CounterVec
 	duplicates   prometheus.Counter
-	sigFailures  prometheus.Counter
+	sigFailures  *prometheus.CounterVec
+	sigReasons   map[error]prometheus.Counter
 	publish      prometheus.Histogram
 	inFlight     prometheus.Gauge
 	byCode       map[int]prometheus.Counter // children resolved once: label lookups hash on every call
@@ -41,10 +42,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "ayrbridge_duplicates_total",
 			Help: "Webhooks JetStream had already stored (redeliveries within the duplicate window).",
 		}),
-		sigFailures: prometheus.NewCounter(prometheus.CounterOpts{
+		sigFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ayrbridge_signature_failures_total",
-			Help: "Webhooks refused for a missing, wrong or stale signature.",
-		}),
+			Help: "Webhooks refused for their signature, by reason: missing, mismatch (no secret of the webhook's profile made it) or stale (timestamp outside the skew).",
+		}, []string{"reason"}),
 		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ayrbridge_publish_duration_seconds",
 			Help:    "Time from publishing a webhook to JetStream's acknowledgement (or giving up).",
@@ -63,6 +64,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.byCode = make(map[int]prometheus.Counter)
 	for _, code := range []int{200, 400, 401, 404, 405, 408, 413, 415, 431, 500, 503} {
 		m.byCode[code] = m.requests.WithLabelValues(strconv.Itoa(code))
+	}
+	m.sigReasons = map[error]prometheus.Counter{
+		errNoSignature:  m.sigFailures.WithLabelValues("missing"),
+		errBadSignature: m.sigFailures.WithLabelValues("mismatch"),
+		errStale:        m.sigFailures.WithLabelValues("stale"),
 	}
 	m.byAction = make(map[string]prometheus.Counter)
 	for _, a := range schema.Actions() {
@@ -85,9 +91,6 @@ func (m *Metrics) done(status int, action string, duplicate bool, publish time.D
 	}
 	m.inFlight.Dec()
 	m.answered(status)
-	if status == 401 {
-		m.sigFailures.Inc()
-	}
 	if publish > 0 {
 		m.publish.Observe(publish.Seconds())
 	}
@@ -101,6 +104,16 @@ func (m *Metrics) done(status int, action string, duplicate bool, publish time.D
 	}
 	if duplicate {
 		m.duplicates.Inc()
+	}
+}
+
+// signatureFailed counts a refused signature by its reason, one of the verifier's errors.
+func (m *Metrics) signatureFailed(err error) {
+	if m == nil {
+		return
+	}
+	if c, ok := m.sigReasons[err]; ok {
+		c.Inc()
 	}
 }
 

@@ -61,7 +61,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		`ayrbridge_events_total{action="other"} 2`,
 		`ayrbridge_events_total{action="feed"} 0`,
 		`ayrbridge_duplicates_total 1`,
-		`ayrbridge_signature_failures_total 1`,
+		`ayrbridge_signature_failures_total{reason="missing"} 1`,
+		`ayrbridge_signature_failures_total{reason="mismatch"} 0`,
 		`ayrbridge_publish_duration_seconds_count 6`,
 		`ayrbridge_http_in_flight_requests 0`,
 	}

@@ -60,7 +60,7 @@ func TestVerify(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			// The blank secret between the two is ignored, as the operator's list may hold one.
 			h := newSignedHandler(t, &fakePublisher{}, WithSecrets(sigCurrent, " ", sigPrevious), WithTimestampSkew(tt.skew))
-			err := h.verify.verify(requestHeader(t, tt.header), body)
+			err := h.verify.verify(requestHeader(t, tt.header), body, "")
 			if !errors.Is(err, tt.want) { // errors.Is(err, nil) holds only for a nil err
 				t.Fatalf("verify = %v, want %v", err, tt.want)
 			}
