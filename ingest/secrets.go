@@ -201,7 +201,7 @@ func (p *ProfileSecrets) reload(force, first bool) error {
 		}
 		changed = true
 		if !first {
-			p.log.Info().Str("ref_id", name).Int("secrets", len(ks.macs)).Msg("profile secrets loaded")
+			p.log.Info().Str("ref_id", name).Int("secrets", len(ks.macs)).Msg("profile secrets updated")
 		}
 	}
 	removed := 0
@@ -221,8 +221,12 @@ func (p *ProfileSecrets) reload(force, first bool) error {
 	if changed {
 		p.counted(err == nil)
 		p.profiles.Set(float64(p.Len()))
+		msg := "profile secrets reloaded"
+		if first {
+			msg = "profile secrets loaded"
+		}
 		p.log.Info().Int("profiles", p.Len()).Int("added", added).Int("updated", updated).Int("removed", removed).
-			Int("refused", len(errs)).Msg("profile secrets reloaded")
+			Int("refused", len(errs)).Msg(msg)
 	}
 	return err
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ayrbridge/ayrbridge/internal/logtest"
+	"github.com/ayrbridge/ayrbridge/internal/volumetest"
 )
 
 const (
@@ -314,41 +314,21 @@ func TestProfileSecretsBrokenAtStart(t *testing.T) {
 // TestProfileSecretsKubernetesSwap follows the layout kubelet gives a mounted Secret: each key
 // a link through ..data to a timestamped directory, updated by swapping ..data atomically.
 func TestProfileSecretsKubernetesSwap(t *testing.T) {
-	dir := t.TempDir()
-	generation := func(n int, files map[string]string) {
-		t.Helper()
-		ts := filepath.Join(dir, "..2026_12_03_10_00_0"+strconv.Itoa(n))
-		if err := os.Mkdir(ts, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, content := range files {
-			writeFile(t, ts, name, content)
-		}
-		tmp := filepath.Join(dir, "..data_tmp")
-		if err := os.Symlink(filepath.Base(ts), tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-			t.Fatal(err)
-		}
-		for name := range files {
-			if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
-				if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	generation(1, map[string]string{refA: secA})
-	ps, _ := newProfileSecrets(t, dir, zerolog.Nop())
-	if !verifies(t, ps, refA, secA) || ps.Len() != 1 {
+	vol := volumetest.New(t)
+	vol.Update(t, map[string]string{refA: secA, refB: secB})
+	ps, _ := newProfileSecrets(t, vol.Dir, zerolog.Nop())
+	if !verifies(t, ps, refA, secA) || ps.Len() != 2 {
 		t.Fatalf("first generation not loaded (%d profiles)", ps.Len())
 	}
 	// Same size, possibly the same mtime: only the link target tells the files apart.
-	generation(2, map[string]string{refA: strings.Repeat("x", len(secA))})
+	same := strings.Repeat("x", len(secA))
+	vol.Update(t, map[string]string{refA: same})
 	mustReload(t, ps, false)
-	if verifies(t, ps, refA, secA) || !verifies(t, ps, refA, strings.Repeat("x", len(secA))) {
+	if verifies(t, ps, refA, secA) || !verifies(t, ps, refA, same) {
 		t.Fatal("the swapped generation is not the one verified against")
+	}
+	if verifies(t, ps, refB, secB) || !verifies(t, ps, refB, secDefault) {
+		t.Fatal("a key removed from the Secret still has its own secrets")
 	}
 	if ps.Len() != 1 {
 		t.Fatalf("%d profiles: ..data or a timestamped directory was taken for one", ps.Len())

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -104,6 +105,15 @@ func (r *CertReloader) TLSConfig() *tls.Config {
 
 // NotAfter returns when the certificate being served expires.
 func (r *CertReloader) NotAfter() time.Time { return r.cert.Load().Leaf.NotAfter }
+
+// Collector exposes when the served certificate expires, so an alert fires while a renewal
+// that keeps failing still has time to be fixed.
+func (r *CertReloader) Collector() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ayrbridge_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate served on BRIDGE_LISTEN expires (Unix time).",
+	}, func() float64 { return float64(r.NotAfter().Unix()) })
+}
 
 func (r *CertReloader) stamps() pairStamp {
 	var s pairStamp

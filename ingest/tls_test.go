@@ -24,6 +24,7 @@ import (
 
 	"github.com/ayrbridge/ayrbridge/internal/logtest"
 	"github.com/ayrbridge/ayrbridge/internal/tlstest"
+	"github.com/ayrbridge/ayrbridge/internal/volumetest"
 )
 
 // watchEvery is the tests' reload interval: short, so renewals show up in milliseconds.
@@ -406,30 +407,15 @@ func TestTLSWatchFileRemovedAndRestored(t *testing.T) {
 // symlinks through ..data, which is swapped for a link to a new directory in one rename.
 func TestTLSWatchSecretVolumeSwap(t *testing.T) {
 	ca := tlstest.NewCA(t)
-	vol := t.TempDir()
-	publish := func(version string) *x509.Certificate {
+	vol := volumetest.New(t)
+	publish := func() *x509.Certificate {
 		t.Helper()
-		dir := filepath.Join(vol, version)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		leaf := ca.Issue(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
-		tmp := filepath.Join(vol, "..data_tmp")
-		if err := os.Symlink(version, tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, filepath.Join(vol, "..data")); err != nil {
-			t.Fatal(err)
-		}
+		var leaf *x509.Certificate
+		vol.UpdateWith(t, func(dir string) { leaf = ca.Issue(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")) })
 		return leaf
 	}
-	first := publish("..2026_01_01_00_00_00.1")
-	for _, name := range []string{"tls.crt", "tls.key"} {
-		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(vol, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r, err := NewCertReloader(filepath.Join(vol, "tls.crt"), filepath.Join(vol, "tls.key"), zerolog.Nop())
+	first := publish()
+	r, err := NewCertReloader(vol.Path("tls.crt"), vol.Path("tls.key"), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +423,7 @@ func TestTLSWatchSecretVolumeSwap(t *testing.T) {
 		t.Fatalf("serving serial %x, want %x", got.SerialNumber, first.SerialNumber)
 	}
 	watch(t, r)
-	second := publish("..2026_02_01_00_00_00.2")
+	second := publish()
 	waitFor(t, "swapped certificate served", func() bool { return current(t, r).SerialNumber.Cmp(second.SerialNumber) == 0 })
 }
 

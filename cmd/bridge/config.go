@@ -29,8 +29,13 @@ type config struct {
 	ShutdownTimeout time.Duration `env:"BRIDGE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	RetryAfter      time.Duration `env:"BRIDGE_RETRY_AFTER" envDefault:"5s"`
 
-	Secrets       []string      `env:"AYRSHARE_WEBHOOK_SECRETS" envSeparator:","`
-	TimestampSkew time.Duration `env:"AYRSHARE_SIGNATURE_MAX_SKEW" envDefault:"0s"`
+	Secrets        []string      `env:"AYRSHARE_WEBHOOK_SECRETS" envSeparator:","`
+	ProfileSecrets string        `env:"AYRSHARE_PROFILE_SECRETS_DIR"`
+	TimestampSkew  time.Duration `env:"AYRSHARE_SIGNATURE_MAX_SKEW" envDefault:"0s"`
+
+	TLSCert        string        `env:"BRIDGE_TLS_CERT_FILE"`
+	TLSKey         string        `env:"BRIDGE_TLS_KEY_FILE"`
+	ReloadInterval time.Duration `env:"BRIDGE_RELOAD_INTERVAL" envDefault:"2s"`
 
 	NATS        publish.ConnConfig
 	Stream      string        `env:"NATS_STREAM" envDefault:"AYRSHARE"`
@@ -124,6 +129,12 @@ func (c config) validate() error {
 	}
 	if c.RetryAfter < time.Second {
 		errs = append(errs, fmt.Errorf("BRIDGE_RETRY_AFTER=%s: must be at least 1s", c.RetryAfter))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE: set both to serve HTTPS, or neither for plain HTTP"))
+	}
+	if c.ReloadInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("BRIDGE_RELOAD_INTERVAL=%s: want at least 100ms", c.ReloadInterval))
 	}
 	if c.TimestampSkew < 0 {
 		errs = append(errs, fmt.Errorf("AYRSHARE_SIGNATURE_MAX_SKEW=%s: must not be negative", c.TimestampSkew))

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -144,7 +145,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	if err != nil {
 		return err
 	}
-	handler, err := ingest.NewHandler(pub,
+	opts := []ingest.Option{
 		ingest.WithLogger(log),
 		ingest.WithMaxBodyBytes(cfg.MaxBodyBytes),
 		ingest.WithSecrets(cfg.Secrets...),
@@ -152,10 +153,32 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 		ingest.WithRetryAfter(cfg.RetryAfter),
 		ingest.WithPublishTimeout(cfg.PublishTimeout),
 		ingest.WithMetrics(metrics),
-	)
+	}
+	var reloaders []reloader
+	if cfg.ProfileSecrets != "" {
+		secrets, err := ingest.NewProfileSecrets(cfg.ProfileSecrets, reg, log)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, ingest.WithProfileSecrets(secrets))
+		reloaders = append(reloaders, secrets)
+	}
+	var certs *ingest.CertReloader
+	if cfg.TLSCert != "" {
+		if certs, err = ingest.NewCertReloader(cfg.TLSCert, cfg.TLSKey, log); err != nil {
+			return err
+		}
+		reg.MustRegister(certs.Collector())
+		reloaders = append(reloaders, certs)
+	}
+	handler, err := ingest.NewHandler(pub, opts...)
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // before anything is served: an early SIGHUP must not kill the bridge
+	defer signal.Stop(hup)
+	go watch(ctx, reloaders, cfg.ReloadInterval, hup, log)
 	routes := ingest.Routes(handler, pub, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	srv, err := ingest.NewServer(routes, cfg.server(), metrics, log)
 	if err != nil {
@@ -166,8 +189,14 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ingest.LimitListener(ln, cfg.MaxConns)) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("accepting webhooks on /webhook")
+	scheme, serving := "http", ingest.LimitListener(ln, cfg.MaxConns)
+	if certs != nil {
+		// TLS outside the limit: the handshake runs on the server's worker, bounded by its read
+		// timeout, and a refused connection is still counted.
+		scheme, serving = "https", tls.NewListener(serving, certs.TLSConfig())
+	}
+	go func() { served <- srv.Serve(serving) }()
+	log.Info().Str("addr", ln.Addr().String()).Str("scheme", scheme).Msg("accepting webhooks on /webhook")
 	if started != nil {
 		a := addrs{HTTP: ln.Addr().String()}
 		if ns != nil {
@@ -238,6 +267,31 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, nc *nats.Conn, cf
 	// Otherwise ctx ended: the bridge is shutting down.
 }
 
+// reloader is a mounted file the bridge rereads on SIGHUP and whenever it changes.
+type reloader interface {
+	Reload() error
+	Watch(ctx context.Context, every time.Duration)
+}
+
+// watch runs every reloader's watch until ctx ends and reloads them all on SIGHUP, as operators
+// expect of a daemon; each logs its own errors and keeps what it had.
+func watch(ctx context.Context, rs []reloader, every time.Duration, hup <-chan os.Signal, log zerolog.Logger) {
+	for _, r := range rs {
+		go r.Watch(ctx, every)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info().Int("reloaders", len(rs)).Msg("SIGHUP: reloading profile secrets and certificate")
+			for _, r := range rs {
+				_ = r.Reload()
+			}
+		}
+	}
+}
+
 // drain lets every publish in flight finish and closes the connection.
 func drain(ctx context.Context, nc *nats.Conn) error {
 	closed := make(chan struct{})
@@ -274,6 +328,9 @@ func logStartup(cfg config, log zerolog.Logger) {
 		Stringer("write_timeout", cfg.WriteTimeout).
 		Stringer("idle_timeout", cfg.IdleTimeout).
 		Int("webhook_secrets", len(cfg.Secrets)).
+		Str("profile_secrets_dir", cfg.ProfileSecrets).
+		Bool("tls", cfg.TLSCert != "").
+		Stringer("reload_interval", cfg.ReloadInterval).
 		Stringer("signature_max_skew", cfg.TimestampSkew).
 		Str("stream", cfg.Stream).
 		Int("replicas", cfg.Replicas).

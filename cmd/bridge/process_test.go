@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,7 +43,7 @@ func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc 
 	addrs := make(chan [2]string, 1)
 	var nats string // read only by the line callback's goroutine
 	p := &bridgeProc{Proc: proctest.Start(t, proc.Config{Bin: bin, Env: env, Line: func(b []byte) {
-		var line struct{ Message, Addr, URL string }
+		var line struct{ Message, Addr, URL, Scheme string }
 		if json.Unmarshal(b, &line) != nil {
 			return
 		}
@@ -50,12 +51,15 @@ func startProc(t *testing.T, bin string, environ map[string]string) *bridgeProc 
 		case "embedded nats with jetstream started":
 			nats = line.URL
 		case "accepting webhooks on /webhook":
-			addrs <- [2]string{line.Addr, nats}
+			addrs <- [2]string{line.Scheme + "://" + line.Addr, nats}
 		}
 	}})}
 	select {
 	case a := <-addrs:
-		p.URL, p.NATS = "http://"+a[0], a[1]
+		p.URL, p.NATS = a[0], a[1]
+		if strings.HasPrefix(p.URL, "https:") {
+			return p // the test's own client, trusting its CA, checks readiness
+		}
 	case <-p.Done():
 		t.Fatalf("bridge exited at start: %v", p.Err())
 	case <-time.After(30 * time.Second):
