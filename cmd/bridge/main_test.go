@@ -58,6 +58,9 @@ func startBridge(t *testing.T, environ map[string]string) *bridge {
 	select {
 	case a := <-started:
 		b.URL, b.NATS = "http://"+a.HTTP, a.NATS
+		if cfg.TLSCert != "" {
+			b.URL = "https://" + a.HTTP
+		}
 	case err := <-b.done:
 		t.Fatalf("bridge stopped at start: %v", err)
 	case <-time.After(30 * time.Second):
@@ -71,7 +74,9 @@ func startBridge(t *testing.T, environ map[string]string) *bridge {
 			t.Error("bridge did not stop")
 		}
 	})
-	natstest.Eventually(t, 10*time.Second, ready(b.URL))
+	if cfg.TLSCert == "" { // over HTTPS, only the test's client trusts the certificate
+		natstest.Eventually(t, 10*time.Second, ready(b.URL))
+	}
 	return b
 }
 

@@ -18,6 +18,11 @@ import (
 // them, name{label="value",...}; a histogram gives name_count. Without a deadline in ctx it
 // waits at most 5s.
 func Scrape(ctx context.Context, url string) (map[string]float64, error) {
+	return ScrapeWith(ctx, http.DefaultClient, url)
+}
+
+// ScrapeWith is Scrape through c, for a bridge serving HTTPS with a test CA.
+func ScrapeWith(ctx context.Context, c *http.Client, url string) (map[string]float64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
@@ -27,7 +32,7 @@ func Scrape(ctx context.Context, url string) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
