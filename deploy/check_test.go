@@ -42,6 +42,14 @@ func bridgeMetrics() map[string]string {
 		"ayrbridge_edge_hub_connected":              "gauge",
 		"ayrbridge_edge_hub_attached":               "gauge",
 		"ayrbridge_edge_attach_checks_total":        "counter",
+
+		// Profile-secrets directory only (AYRSHARE_PROFILE_SECRETS_DIR).
+		"ayrbridge_secrets_profiles":               "gauge",
+		"ayrbridge_secrets_reloads_total":          "counter",
+		"ayrbridge_secrets_last_reload_successful": "gauge",
+
+		// TLS only (BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE).
+		"ayrbridge_tls_certificate_expiry_timestamp_seconds": "gauge",
 	}
 }
 
@@ -801,6 +809,7 @@ func (c checker) bridgePod(pd pod, ctr container, where string, env map[string]s
 		c.p.add(file, "%s: the Deployment must run at least 2 replicas", where)
 	}
 	c.probes(file, where, ctr, env)
+	c.reloadedFiles(pd, ctr, where, env)
 	c.scrapeTarget(pd, ctr, where, c.bridgeListenPort(file, env), bridgeJob)
 }
 
@@ -937,11 +946,58 @@ func (c checker) edgePod(pd pod, ctr container, where string, uses []envUse, env
 		}
 	}
 	c.probes(file, where, ctr, env)
+	c.reloadedFiles(pd, ctr, where, env)
 	c.scrapeTarget(pd, ctr, where, c.bridgeListenPort(file, env), bridgeJob)
 }
 
+// reloadedFiles checks the files a bridge rereads while it runs: the profile secrets directory
+// (AYRSHARE_PROFILE_SECRETS_DIR) and the certificate pair (BRIDGE_TLS_CERT_FILE, _KEY_FILE). Each
+// must be the mount point of a Secret volume, mounted whole: kubelet never updates a subPath
+// mount, so a rotated secret or a renewed certificate would not reach the bridge. The non-root
+// bridge must be able to read the files: a defaultMode without read for others needs the pod's
+// fsGroup, which kubelet gives the files with read for the group.
+func (c checker) reloadedFiles(pd pod, ctr container, where string, env map[string]string) {
+	file := pd.obj.file
+	for _, v := range []struct {
+		name string
+		dir  func(string) string
+	}{
+		{"AYRSHARE_PROFILE_SECRETS_DIR", path.Clean},
+		{"BRIDGE_TLS_CERT_FILE", path.Dir},
+		{"BRIDGE_TLS_KEY_FILE", path.Dir},
+	} {
+		value, ok := env[v.name]
+		if !ok || value == "" {
+			continue
+		}
+		dir := v.dir(value)
+		i := slices.IndexFunc(ctr.VolumeMounts, func(m volumeMount) bool { return path.Clean(m.MountPath) == dir })
+		if i < 0 {
+			c.p.add(file, "%s sets %s=%s, but mounts no volume at %s", where, v.name, value, dir)
+			continue
+		}
+		m := ctr.VolumeMounts[i]
+		if m.SubPath != "" {
+			c.p.add(file, "%s mounts %s at %s with subPath %s, which kubelet never updates: the bridge would not see a change to %s", where, m.Name, m.MountPath, m.SubPath, v.name)
+		}
+		j := slices.IndexFunc(pd.spec.Volumes, func(pv podVolume) bool { return pv.Name == m.Name })
+		if j < 0 || pd.spec.Volumes[j].Secret == nil {
+			c.p.add(file, "%s mounts %s at %s (%s), which is no Secret volume of the pod", where, m.Name, m.MountPath, v.name)
+			continue
+		}
+		sec := pd.spec.Volumes[j].Secret
+		mode := 0o644 // Kubernetes' default
+		if sec.DefaultMode != nil {
+			mode = *sec.DefaultMode
+		}
+		if sc := pd.spec.SecurityContext; mode&0o004 == 0 && (sc == nil || sc.FSGroup == nil) {
+			c.p.add(file, "%s: volume %s has defaultMode %#o and the pod no securityContext.fsGroup, so its files stay root's and the non-root bridge cannot read %s", where, m.Name, mode, v.name)
+		}
+	}
+}
+
 // probes checks a bridge container's liveness and readiness probes: the paths the bridge serves,
-// on the port it listens on.
+// on the port it listens on, over HTTPS when it serves TLS.
 func (c checker) probes(file, where string, ctr container, env map[string]string) {
 	listen := c.bridgeListenPort(file, env)
 	for _, pr := range []struct {
@@ -957,6 +1013,16 @@ func (c checker) probes(file, where string, ctr container, env map[string]string
 		}
 		if port := containerPortOf(ctr, pr.probe.HTTPGet.Port); port != listen {
 			c.p.add(file, "%s %s asks port %s (%d), but the bridge listens on %d", where, pr.name, pr.probe.HTTPGet.Port, port, listen)
+		}
+		scheme, want := pr.probe.HTTPGet.Scheme, "HTTP"
+		if scheme == "" {
+			scheme = "HTTP"
+		}
+		if env["BRIDGE_TLS_CERT_FILE"] != "" {
+			want = "HTTPS" // the bridge serves only HTTPS on BRIDGE_LISTEN then
+		}
+		if scheme != want {
+			c.p.add(file, "%s %s asks with scheme %s, but the bridge serves %s (BRIDGE_TLS_CERT_FILE %q)", where, pr.name, scheme, want, env["BRIDGE_TLS_CERT_FILE"])
 		}
 	}
 }

@@ -188,6 +188,24 @@ func TestChecksCatchMistakes(t *testing.T) {
 		"kubernetes: edge without its headless Service": {
 			"kubernetes/edge-statefulset.yaml", "  clusterIP: None\n", "",
 			`serviceName "ayrbridge-edge-pods" names no headless Service`},
+		"kubernetes: profile secrets mounted with subPath": {
+			"kubernetes/deployment.yaml", "              mountPath: /etc/ayrbridge/profiles\n", "              mountPath: /etc/ayrbridge/profiles\n              subPath: m1\n",
+			"container bridge mounts profile-secrets at /etc/ayrbridge/profiles with subPath m1, which kubelet never updates"},
+		"kubernetes: profile secrets directory not mounted": {
+			"kubernetes/configmap.yaml", "AYRSHARE_PROFILE_SECRETS_DIR: /etc/ayrbridge/profiles", "AYRSHARE_PROFILE_SECRETS_DIR: /etc/ayrbridge/profile",
+			"sets AYRSHARE_PROFILE_SECRETS_DIR=/etc/ayrbridge/profile, but mounts no volume at /etc/ayrbridge/profile"},
+		"kubernetes: profile secrets unreadable for the bridge": {
+			"kubernetes/deployment.yaml", "        fsGroup: 65532\n", "",
+			"volume profile-secrets has defaultMode 0440 and the pod no securityContext.fsGroup"},
+		"kubernetes: edge profile secrets off their mount": {
+			"kubernetes/edge-statefulset.yaml", "  AYRSHARE_PROFILE_SECRETS_DIR: /etc/ayrbridge/profiles\n", "  AYRSHARE_PROFILE_SECRETS_DIR: /etc/ayrbridge/hub/profiles\n",
+			"StatefulSet ayrbridge-edge container bridge sets AYRSHARE_PROFILE_SECRETS_DIR=/etc/ayrbridge/hub/profiles, but mounts no volume"},
+		"kubernetes: certificate on no mount": {
+			"kubernetes/configmap.yaml", "  # BRIDGE_TLS_CERT_FILE: /etc/ayrbridge/tls/tls.crt\n  # BRIDGE_TLS_KEY_FILE: /etc/ayrbridge/tls/tls.key\n", "  BRIDGE_TLS_CERT_FILE: /etc/tls/tls.crt\n  BRIDGE_TLS_KEY_FILE: /etc/tls/tls.key\n",
+			"sets BRIDGE_TLS_CERT_FILE=/etc/tls/tls.crt, but mounts no volume at /etc/tls"},
+		"kubernetes: HTTPS bridge probed over HTTP": {
+			"kubernetes/configmap.yaml", "  # BRIDGE_TLS_CERT_FILE: /etc/ayrbridge/tls/tls.crt\n  # BRIDGE_TLS_KEY_FILE: /etc/ayrbridge/tls/tls.key\n", "  BRIDGE_TLS_CERT_FILE: /etc/ayrbridge/tls/tls.crt\n  BRIDGE_TLS_KEY_FILE: /etc/ayrbridge/tls/tls.key\n",
+			"container bridge livenessProbe asks with scheme HTTP, but the bridge serves HTTPS"},
 		"kubernetes: edge in the hub-side kustomization": {
 			"kubernetes/kustomization.yaml", "  - pdb.yaml\n", "  - pdb.yaml\n  - edge-statefulset.yaml\n",
 			"lists edge-statefulset.yaml, an edge"},

@@ -474,6 +474,18 @@ type podSpec struct {
 	SecurityContext *securityContext `yaml:"securityContext"`
 	Containers      []container      `yaml:"containers"`
 	RestartPolicy   string           `yaml:"restartPolicy"`
+	Volumes         []podVolume      `yaml:"volumes"`
+}
+
+// podVolume is a pod's volume; of its kinds only Secret is read, where the bridge's mounted
+// secrets and certificate come from.
+type podVolume struct {
+	Name   string `yaml:"name"`
+	Secret *struct {
+		SecretName  string `yaml:"secretName"`
+		Optional    bool   `yaml:"optional"`
+		DefaultMode *int   `yaml:"defaultMode"` // octal in YAML (0440), as Kubernetes reads it
+	} `yaml:"secret"`
 }
 
 type container struct {
@@ -494,6 +506,7 @@ type container struct {
 type volumeMount struct {
 	Name      string `yaml:"name"`
 	MountPath string `yaml:"mountPath"`
+	SubPath   string `yaml:"subPath"`
 	ReadOnly  bool   `yaml:"readOnly"`
 }
 
@@ -538,8 +551,9 @@ type servicePort struct {
 
 type probe struct {
 	HTTPGet *struct {
-		Path string      `yaml:"path"`
-		Port intOrString `yaml:"port"`
+		Path   string      `yaml:"path"`
+		Port   intOrString `yaml:"port"`
+		Scheme string      `yaml:"scheme"` // HTTP when empty
 	} `yaml:"httpGet"`
 }
 
