@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"maps"
 	"os/exec"
 	"reflect"
@@ -527,10 +528,15 @@ func TestStreamJSONMatchesBridge(t *testing.T) {
 	if err := js.DeleteStream(ctx, want.Name); err != nil {
 		t.Fatal(err)
 	}
-	s, err = js.CreateStream(ctx, fromFile)
-	if err != nil {
-		t.Fatalf("create stream from stream.json: %v", err)
-	}
+	// The deleted stream's store may still be going away under a loaded machine (the server
+	// then answers "error creating store"), so the create is retried for a while.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		s, err = js.CreateStream(ctx, fromFile)
+		if err != nil {
+			return fmt.Errorf("create stream from stream.json: %w", err)
+		}
+		return nil
+	})
 	got := s.CachedInfo().Config
 	got.Metadata, want.Metadata = nil, nil
 	if !reflect.DeepEqual(got, want) {
