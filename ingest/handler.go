@@ -177,7 +177,7 @@ func NewHandler(pub Publisher, opts ...Option) (*Handler, error) {
 		h.verify.defaults = newKeyset(h.secrets)
 		h.secrets = nil
 	}
-	h.refusals = h.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}})
+	h.refusals = sampled(h.log)
 	return h, nil
 }
 
@@ -264,6 +264,12 @@ func (h *Handler) refuse(rc *fasthttp.RequestCtx, err error, msg string) int {
 	status := writeError(rc, err, msg)
 	h.refusals.Info().Int("status", status).Str("reason", msg).Stringer("remote", rc.RemoteAddr()).Msg("webhook refused")
 	return status
+}
+
+// sampled keeps the first 20 lines a second, then one in 1,000: what a flood of bad requests
+// or handshakes logs must stay readable and cheap.
+func sampled(l zerolog.Logger) zerolog.Logger {
+	return l.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second, NextSampler: &zerolog.BasicSampler{N: 1000}})
 }
 
 // jsonContentType accepts application/json, any +json type and, for senders that set none, an

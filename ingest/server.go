@@ -127,7 +127,8 @@ func NewServer(handler fasthttp.RequestHandler, cfg ServerConfig, metrics *Metri
 		NoDefaultContentType:               true,
 		CloseOnShutdown:                    true,
 		SleepWhenConcurrencyLimitsExceeded: 10 * time.Millisecond,
-		Logger:                             fasthttpLogger{log.With().Str("component", "http").Logger()},
+		// Sampled: these are mostly clients failing a TLS handshake or sending too much.
+		Logger: fasthttpLogger{sampled(log.With().Str("component", "http").Logger())},
 	}, nil
 }
 
