@@ -3,6 +3,8 @@ package ingest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,10 +23,12 @@ import (
 // the way when the server has answered from the headers.
 const oversized = 3 << 20
 
-// post413 sends one POST of body on a connection of its own and reports why the answer is not
-// a JSON 413 that closes the connection, or nil.
-func post413(url string, body io.Reader) error {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+// post413 sends one POST of body on a connection of its own (trusting roots over HTTPS) and
+// reports why the answer is not a JSON 413 that closes the connection, or nil.
+func post413(url string, body io.Reader, roots *x509.CertPool) error {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots},
+	}}
 	defer client.CloseIdleConnections()
 	req, err := http.NewRequest(http.MethodPost, url, body)
 	if err != nil {
@@ -82,10 +86,30 @@ func TestOversizedBodyGets413(t *testing.T) {
 	const tries = 100
 	var got tally
 	for range tries {
-		got.add(post413(srv.URL+"/webhook", bytes.NewReader(body)))
+		got.add(post413(srv.URL+"/webhook", bytes.NewReader(body), nil))
 	}
 	if got.failed > 0 {
 		t.Errorf("%d of %d tries failed; first: %v; by cause: %v", got.failed, tries, got.first, got.kinds)
+	}
+}
+
+// TestOversizedBodyGets413OverTLS is the same through HTTPS: the TLS connection's close must
+// reach the half-close too, after its close_notify.
+func TestOversizedBodyGets413OverTLS(t *testing.T) {
+	pair := newTLSPair(t)
+	r, _ := newReloader(t, pair)
+	addr, pub := startTLSServer(t, r, defaultLimits)
+	body := bytes.Repeat([]byte("a"), oversized)
+	const tries = 100
+	var got tally
+	for range tries {
+		got.add(post413("https://"+addr+"/webhook", bytes.NewReader(body), pair.ca.Pool()))
+	}
+	if got.failed > 0 {
+		t.Errorf("%d of %d tries failed; first: %v; by cause: %v", got.failed, tries, got.first, got.kinds)
+	}
+	if n := len(pub.published()); n != 0 {
+		t.Fatalf("%d oversized webhooks stored", n)
 	}
 }
 
@@ -97,7 +121,7 @@ func TestOversizedChunkedBodyGets413(t *testing.T) {
 		// A reader of unknown length: net/http sends it chunked, with no Content-Length, so the
 		// server learns it is too large only after reading MaxBodyBytes of it.
 		body := io.MultiReader(bytes.NewReader(bytes.Repeat([]byte("a"), oversized)))
-		got.add(post413(srv.URL+"/webhook", body))
+		got.add(post413(srv.URL+"/webhook", body, nil))
 	}
 	if got.failed > 0 {
 		t.Errorf("%d of %d tries failed; first: %v; by cause: %v", got.failed, tries, got.first, got.kinds)
