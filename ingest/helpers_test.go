@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/ayrbridge/ayrbridge/schema"
 )
@@ -85,12 +87,24 @@ func startServer(t testing.TB, pub Publisher, limits ServerConfig, ready Readine
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := serve(t, srv, limits.MaxConns, nil)
+	return &testServer{URL: "http://" + addr, Addr: addr, Metrics: m, Reg: reg}
+}
+
+// serve runs srv on a loopback port as the bridge does, through LimitListener and, when tlsCfg
+// is set, TLS, until the test ends; it returns the address.
+func serve(t testing.TB, srv *fasthttp.Server, maxConns int, tlsCfg *tls.Config) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	serving := LimitListener(ln, maxConns)
+	if tlsCfg != nil {
+		serving = tls.NewListener(serving, tlsCfg)
+	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(LimitListener(ln, limits.MaxConns)) }()
+	go func() { done <- srv.Serve(serving) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -103,7 +117,7 @@ func startServer(t testing.TB, pub Publisher, limits ServerConfig, ready Readine
 			t.Error("Serve did not return after shutdown")
 		}
 	})
-	return &testServer{URL: "http://" + ln.Addr().String(), Addr: ln.Addr().String(), Metrics: m, Reg: reg}
+	return ln.Addr().String()
 }
 
 // response is an answer with its body read and, when JSON, decoded.

@@ -87,25 +87,7 @@ func startTLSServer(t testing.TB, r *CertReloader, limits ServerConfig) (string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(tls.NewListener(LimitListener(ln, limits.MaxConns), r.TLSConfig())) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.ShutdownWithContext(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after shutdown")
-		}
-	})
-	return ln.Addr().String(), pub
+	return serve(t, srv, limits.MaxConns, r.TLSConfig()), pub
 }
 
 // httpsClient trusts only roots (the system's when nil) and keeps its connections alive.
