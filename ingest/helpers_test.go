@@ -3,9 +3,9 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
