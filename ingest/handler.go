@@ -230,6 +230,9 @@ func (h *Handler) serve(rc *fasthttp.RequestCtx) (status int, action string, dup
 			return h.refuse(rc, err, err.Error()), "", false, 0
 		}
 	}
+	// The event outlives this request: a publish the caller gave up on may still be sent, and
+	// resent, after fasthttp reused the body's buffer for the connection's next request.
+	ev.Data = bytes.Clone(ev.Data)
 	// Not rc: fasthttp cancels it when the server shuts down, and a request in flight then
 	// should still finish within its own deadline.
 	start := time.Now()

@@ -54,20 +54,26 @@ func newProfileSecrets(t testing.TB, dir string, log zerolog.Logger) (*ProfileSe
 
 // serveOnce runs one POST /webhook through h without a network, as the server would.
 func serveOnce(h *Handler, header map[string]string, body []byte) *fasthttp.Response {
+	rc := newRequestCtx(body)
+	for k, v := range header {
+		rc.Request.Header.Set(k, v)
+	}
+	h.ServeFastHTTP(rc)
+	var res fasthttp.Response
+	rc.Response.CopyTo(&res)
+	return &res
+}
+
+// newRequestCtx is a webhook POST of body, served without a connection.
+func newRequestCtx(body []byte) *fasthttp.RequestCtx {
 	var req fasthttp.Request
 	req.Header.SetMethod(http.MethodPost)
 	req.SetRequestURI("/webhook")
 	req.Header.SetContentType("application/json")
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
 	req.SetBody(body)
 	var rc fasthttp.RequestCtx
 	rc.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}, nil)
-	h.ServeFastHTTP(&rc)
-	var res fasthttp.Response
-	rc.Response.CopyTo(&res)
-	return &res
+	return &rc
 }
 
 // TestProfileBinding checks that a profile with its own secrets is verified against those
