@@ -11,14 +11,27 @@ import (
 )
 
 // BenchmarkPublish is the bridge's publish path, 64 callers at once, against an in-process
-// nats-server with file storage. Run: go test ./publish -run '^$' -bench Publish -cpuprofile cpu.prof
+// nats-server with file storage, lazy (the server's two-minute fsync) or syncing every write,
+// with groups sent as atomic batches or one message at a time, and 8 or 2 groups in flight.
+// Run: go test ./publish -run '^$' -bench Publish -benchtime 20000x
 func BenchmarkPublish(b *testing.B) {
-	ns := natstest.RunServer(b, "")
+	for _, c := range []struct {
+		sync, batches bool
+		inFlight      int
+	}{{false, false, 8}, {false, true, 8}, {true, false, 8}, {true, true, 8}, {true, true, 2}} {
+		b.Run(fmt.Sprintf("sync=%v/batches=%v/inflight=%d", c.sync, c.batches, c.inFlight), func(b *testing.B) {
+			benchmarkPublish(b, c.sync, publish.WithAtomicBatches(c.batches), publish.WithGroupsInFlight(c.inFlight))
+		})
+	}
+}
+
+func benchmarkPublish(b *testing.B, sync bool, opts ...publish.Option) {
+	ns := natstest.RunServerWith(b, publish.EmbeddedConfig{SyncAlways: sync})
 	nc, js := natstest.Connect(b, ns)
 	if _, err := publish.EnsureStream(b.Context(), js, streamConfig()); err != nil {
 		b.Fatal(err)
 	}
-	p := newPublisher(b, nc, "AYRSHARE")
+	p := newPublisher(b, nc, "AYRSHARE", opts...)
 	body := `{"action":"feed","hookId":"%d","pad":"` + strings.Repeat("x", 1200) + `"}`
 	var n atomic.Int64
 	b.SetParallelism(32)
@@ -33,4 +46,8 @@ func BenchmarkPublish(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	s := p.Stats()
+	b.ReportMetric(float64(s.Events)/float64(max(s.Groups, 1)), "events/group")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

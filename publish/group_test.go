@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"github.com/rs/zerolog"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
@@ -88,52 +89,31 @@ func (a *acker) reply(m *nats.Msg, body string) {
 }
 
 // TestGroupAnswersEachCallerFromItsOwnAck holds the first group's ack so the next callers
-// queue up into one group, then answers that group's messages each differently: every caller
-// gets its own message's outcome, a lost ack is sent again with the same id, and a caller
-// whose deadline passes mid-group gives up without holding up the others.
+// queue up into one group, which goes out as one atomic batch. The batch is refused as holding
+// a duplicate, so the group is sent again one message at a time, and those are answered each
+// differently: every caller gets its own message's outcome, a lost ack is sent again with the
+// same id, and a caller whose deadline passes mid-group gives up without holding up the others.
 func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 	ns := natstest.RunServer(t, "")
 	nc, _ := natstest.Connect(t, ns)
 	a := newAcker(t, ns)
 	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(5*time.Second), publish.WithAttemptTimeout(time.Second),
 		publish.WithGroupsInFlight(1))
+	calls := newCalls(t, p)
 
-	var mu sync.Mutex
-	results := map[string]chan outcome{}
-	start := func(id string, ctx context.Context) {
-		ch := make(chan outcome, 1)
-		mu.Lock()
-		results[id] = ch
-		mu.Unlock()
-		go func() {
-			seq, dup, err := p.Publish(ctx, feed(t, id))
-			ch <- outcome{seq, dup, err}
-		}()
-	}
-	result := func(id string) outcome {
-		t.Helper()
-		mu.Lock()
-		ch := results[id]
-		mu.Unlock()
-		select {
-		case o := <-ch:
-			return o
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no answer for %s", id)
-			return outcome{}
-		}
-	}
-
-	start("first", t.Context())
+	calls.start("first", t.Context())
 	msgs, _ := a.next(1)
+	if h := msgs["first"].Header.Get(jetstreamext.BatchIDHeader); h != "" {
+		t.Errorf("a group of one went out as batch %s", h)
+	}
 	// The committer waits for first's ack: the others queue, in this order, for the next group.
 	group := []string{"new", "dup", "refused", "gone", "lost"}
 	for i, id := range group {
 		ctx := t.Context()
 		if id == "gone" {
-			ctx = ctxTimeout(t, 300*time.Millisecond)
+			ctx = ctxTimeout(t, 400*time.Millisecond)
 		}
-		start(id, ctx)
+		calls.start(id, ctx)
 		natstest.Eventually(t, 5*time.Second, func() error {
 			if w := p.Stats().Waiting; w != i+1 {
 				return fmt.Errorf("%d calls waiting, want %d", w, i+1)
@@ -142,32 +122,44 @@ func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 		})
 	}
 	a.reply(msgs["first"], `{"stream":"AYRSHARE","seq":1}`)
-	if o := result("first"); o.err != nil || o.seq != 1 || o.dup {
+	if o := calls.result("first"); o.err != nil || o.seq != 1 || o.dup {
 		t.Fatalf("first = %+v, want seq 1", o)
 	}
 
-	msgs, order := a.next(len(group))
+	batch, order := a.next(len(group))
 	if fmt.Sprint(order) != fmt.Sprint(group) {
-		t.Errorf("the group arrived as %v, want %v", order, group)
+		t.Errorf("the batch arrived as %v, want %v", order, group)
 	}
-	if s := p.Stats(); s.Groups != 2 || s.Events != 6 {
-		t.Errorf("stats %+v, want 6 events in 2 groups", s)
+	commit := requireBatch(t, batch, order)
+	a.reply(commit, `{"error":{"code":400,"err_code":10201,"description":"batch publish contains duplicate message id (Nats-Msg-Id)"}}`)
+
+	msgs, order = a.next(len(group))
+	if fmt.Sprint(order) != fmt.Sprint(group) {
+		t.Errorf("sent again one by one as %v, want %v", order, group)
+	}
+	for id, m := range msgs {
+		if h := m.Header.Get(jetstreamext.BatchIDHeader); h != "" || m.Reply == "" {
+			t.Errorf("%s sent again in batch %q, reply %q: want a plain publish", id, h, m.Reply)
+		}
+	}
+	if s := p.Stats(); s.Groups != 2 || s.Events != 6 || s.Batches != 0 || s.Fallbacks != 1 {
+		t.Errorf("stats %+v, want 6 events in 2 groups, one batch refused", s)
 	}
 	a.reply(msgs["new"], `{"stream":"AYRSHARE","seq":2}`)
 	a.reply(msgs["dup"], `{"stream":"AYRSHARE","seq":1,"duplicate":true}`)
 	a.reply(msgs["refused"], `{"error":{"code":400,"err_code":10060,"description":"expected stream does not match"}}`)
 	// gone and lost get no ack.
 
-	if o := result("new"); o.err != nil || o.seq != 2 || o.dup {
+	if o := calls.result("new"); o.err != nil || o.seq != 2 || o.dup {
 		t.Errorf("new = %+v, want seq 2", o)
 	}
-	if o := result("dup"); o.err != nil || o.seq != 1 || !o.dup {
+	if o := calls.result("dup"); o.err != nil || o.seq != 1 || !o.dup {
 		t.Errorf("dup = %+v, want seq 1, duplicate", o)
 	}
-	if o := result("refused"); !errors.Is(o.err, publish.ErrRefused) {
+	if o := calls.result("refused"); !errors.Is(o.err, publish.ErrRefused) {
 		t.Errorf("refused = %+v, want ErrRefused", o)
 	}
-	if o := result("gone"); !errors.Is(o.err, publish.ErrUnavailable) {
+	if o := calls.result("gone"); !errors.Is(o.err, publish.ErrUnavailable) {
 		t.Errorf("gone = %+v, want ErrUnavailable after its own deadline", o)
 	}
 	// lost's attempt ends a second after it was queued: it is sent again, with the same id.
@@ -180,10 +172,104 @@ func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 		t.Errorf("resent with Nats-Expected-Stream %q", got)
 	}
 	a.reply(m, `{"stream":"AYRSHARE","seq":3}`)
-	if o := result("lost"); o.err != nil || o.seq != 3 {
+	if o := calls.result("lost"); o.err != nil || o.seq != 3 {
 		t.Errorf("lost = %+v, want seq 3 on its second attempt", o)
 	}
 	a.none(200 * time.Millisecond)
+}
+
+// TestGroupBatchAnswersEachCaller commits a queued group as one batch: each caller gets its own
+// message's place in the batch, which the server stores contiguously up to the acked sequence.
+func TestGroupBatchAnswersEachCaller(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	nc, _ := natstest.Connect(t, ns)
+	a := newAcker(t, ns)
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1))
+	calls := newCalls(t, p)
+	calls.start("first", t.Context())
+	held, _ := a.next(1)
+	group := []string{"a", "b", "c"}
+	for i, id := range group {
+		calls.start(id, t.Context())
+		natstest.Eventually(t, 5*time.Second, func() error {
+			if w := p.Stats().Waiting; w != i+1 {
+				return fmt.Errorf("%d calls waiting, want %d", w, i+1)
+			}
+			return nil
+		})
+	}
+	a.reply(held["first"], `{"stream":"AYRSHARE","seq":7}`)
+	batch, order := a.next(len(group))
+	commit := requireBatch(t, batch, order)
+	a.reply(commit, fmt.Sprintf(`{"stream":"AYRSHARE","seq":10,"batch":%q,"count":3}`, commit.Header.Get(jetstreamext.BatchIDHeader)))
+	for i, id := range group {
+		if o := calls.result(id); o.err != nil || o.dup || o.seq != uint64(8+i) {
+			t.Errorf("%s = %+v, want seq %d", id, o, 8+i)
+		}
+	}
+	if s := p.Stats(); s.Batches != 1 || s.Fallbacks != 0 {
+		t.Errorf("stats %+v, want one batch", s)
+	}
+	a.none(200 * time.Millisecond)
+}
+
+// requireBatch checks that msgs (by id, in order) are one atomic batch, and returns its commit.
+func requireBatch(t *testing.T, msgs map[string]*nats.Msg, order []string) *nats.Msg {
+	t.Helper()
+	id := msgs[order[0]].Header.Get(jetstreamext.BatchIDHeader)
+	if id == "" {
+		t.Fatalf("%s has no %s", order[0], jetstreamext.BatchIDHeader)
+	}
+	for i, mid := range order {
+		h := msgs[mid].Header
+		last := i == len(order)-1
+		if h.Get(jetstreamext.BatchIDHeader) != id || h.Get(jetstreamext.BatchSeqHeader) != fmt.Sprint(i+1) ||
+			(h.Get(jetstreamext.BatchCommitHeader) == "1") != last || (msgs[mid].Reply != "") != last {
+			t.Fatalf("%s: batch %q seq %q commit %q reply %q; want batch %s seq %d, commit and reply on the last only",
+				mid, h.Get(jetstreamext.BatchIDHeader), h.Get(jetstreamext.BatchSeqHeader), h.Get(jetstreamext.BatchCommitHeader), msgs[mid].Reply, id, i+1)
+		}
+		if h.Get(jetstream.MsgIDHeader) != mid || h.Get(jetstream.ExpectedStreamHeader) != "AYRSHARE" {
+			t.Errorf("%s: Nats-Msg-Id %q, Nats-Expected-Stream %q", mid, h.Get(jetstream.MsgIDHeader), h.Get(jetstream.ExpectedStreamHeader))
+		}
+	}
+	return msgs[order[len(order)-1]]
+}
+
+// calls runs Publish calls on their own goroutines and collects each one's outcome by id.
+type calls struct {
+	t       *testing.T
+	p       *publish.Publisher
+	mu      sync.Mutex
+	results map[string]chan outcome
+}
+
+func newCalls(t *testing.T, p *publish.Publisher) *calls {
+	return &calls{t: t, p: p, results: map[string]chan outcome{}}
+}
+
+func (c *calls) start(id string, ctx context.Context) {
+	ch := make(chan outcome, 1)
+	c.mu.Lock()
+	c.results[id] = ch
+	c.mu.Unlock()
+	go func() {
+		seq, dup, err := c.p.Publish(ctx, feed(c.t, id))
+		ch <- outcome{seq, dup, err}
+	}()
+}
+
+func (c *calls) result(id string) outcome {
+	c.t.Helper()
+	c.mu.Lock()
+	ch := c.results[id]
+	c.mu.Unlock()
+	select {
+	case o := <-ch:
+		return o
+	case <-time.After(5 * time.Second):
+		c.t.Fatalf("no answer for %s", id)
+		return outcome{}
+	}
 }
 
 // TestGroupIdleCommitterTakesTheNextCall holds one committer's ack: with a second committer

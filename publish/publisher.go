@@ -80,8 +80,8 @@ type Publisher struct {
 type pending struct {
 	msg  *nats.Msg
 	id   string
-	fut  jetstream.PubAckFuture
-	err  error // the publish failed before reaching the server
+	out  chan answer // the committer's answer to its first attempt
+	err  error       // the publish failed before reaching a committer
 	done func(error)
 }
 
@@ -119,17 +119,44 @@ func WithMaxFailures(n int) Option {
 	return func(p *Publisher) error { p.maxStreak = n; return positive("max failures", n) }
 }
 
-// WithGroupSize bounds how many concurrent Publish calls share one trip to JetStream (default 64).
+// maxBatch is the most messages nats-server takes in one atomic batch (its default limit).
+const maxBatch = 1000
+
+// WithGroupSize bounds how many concurrent Publish calls share one trip to JetStream, that is
+// one atomic batch (default 64, at most 1000, the server's limit on a batch).
 func WithGroupSize(n int) Option {
-	return func(p *Publisher) error { p.groups.size = n; return positive("group size", n) }
+	return func(p *Publisher) error {
+		p.groups.size = n
+		if n > maxBatch {
+			return fmt.Errorf("group size %d above the %d messages of an atomic batch: %w", n, maxBatch, jetstream.ErrInvalidOption)
+		}
+		return positive("group size", n)
+	}
 }
 
+// WithAtomicBatches sends each group of two or more messages as one atomic batch (default on),
+// which lets a server that syncs every write flush once per group. Without it, or once the
+// stream refused a batch as not enabled, every message is published on its own.
+func WithAtomicBatches(on bool) Option {
+	return func(p *Publisher) error { p.groups.batches.Store(on); return nil }
+}
+
+// maxBatchesInFlight keeps a publisher's batches well under the 50 a stream takes at once, so
+// that a few bridges and a replay can share one stream.
+const maxBatchesInFlight = 16
+
 // WithGroupsInFlight sets how many groups of Publish calls may await their acknowledgements at
-// once (default 8). Each committer forms its next group while its last is on its way, which
+// once (default 8, at most 16). Each committer forms its next group while its last is on its way, which
 // makes groups grow under load; with one committer a call arriving then waits a whole round
 // trip, which cost 12 % of the throughput at 8 connections (docs/performance.md).
 func WithGroupsInFlight(n int) Option {
-	return func(p *Publisher) error { p.groups.inFlight = n; return positive("groups in flight", n) }
+	return func(p *Publisher) error {
+		p.groups.inFlight = n
+		if n > maxBatchesInFlight {
+			return fmt.Errorf("groups in flight %d above %d: %w", n, maxBatchesInFlight, jetstream.ErrInvalidOption)
+		}
+		return positive("groups in flight", n)
+	}
 }
 
 // WithLogger sets the logger (default: none).
@@ -164,6 +191,7 @@ func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, err
 		maxStreak: 64,
 		groups:    groups{size: 64, inFlight: 8},
 	}
+	p.groups.batches.Store(true)
 	for _, opt := range opts {
 		if err := opt(p); err != nil {
 			return nil, err
@@ -242,7 +270,7 @@ func (p *Publisher) attemptTimeout(ctx context.Context) time.Duration {
 // first is a Publish call's first attempt, made through the group commit.
 func (p *Publisher) first(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	r := &request{ctx: ctx, deadline: time.Now().Add(p.attemptTimeout(ctx)), msg: msg, out: make(chan answer, 1)}
-	if err := p.submit(r); err != nil {
+	if err := p.submit(ctx, r); err != nil {
 		return nil, err
 	}
 	select {
@@ -361,10 +389,17 @@ func (p *Publisher) PublishAsync(ctx context.Context, ev schema.Event, done func
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// The first attempt goes through the committers, as a Publish call's does, so that the
+	// replay's window fills atomic batches too.
 	msg := p.message(ev)
-	fut, err := p.js.PublishMsgAsync(msg)
+	r := &request{ctx: p.ctx, deadline: time.Now().Add(p.ackWait), msg: msg, out: make(chan answer, 1)}
+	err := p.submit(ctx, r)
+	if err != nil && !errors.Is(err, ErrPublisherClosed) {
+		<-p.slots // ctx ended while the committers' queue was full
+		return err
+	}
 	// Never blocks: the queue holds as many entries as there are slots.
-	p.queue <- pending{msg: msg, id: ev.ID, fut: fut, err: err, done: done}
+	p.queue <- pending{msg: msg, id: ev.ID, out: r.out, err: err, done: done}
 	return nil
 }
 
@@ -464,20 +499,15 @@ func (p *Publisher) await(pd pending) error {
 	if pd.err != nil {
 		return pd.err
 	}
-	okc, errc := pd.fut.Ok(), pd.fut.Err()
 	// An outcome already known wins over a Close that gave up waiting.
 	select {
-	case <-okc:
-		return nil
-	case err := <-errc:
-		return err
+	case a := <-pd.out:
+		return a.err
 	default:
 	}
 	select {
-	case <-okc:
-		return nil
-	case err := <-errc:
-		return err
+	case a := <-pd.out:
+		return a.err
 	case <-p.ctx.Done():
 		return p.ctx.Err()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ayrbridge/ayrbridge/internal/logtest"
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
 	"github.com/ayrbridge/ayrbridge/publish"
 	"github.com/ayrbridge/ayrbridge/publish/cenats"
@@ -459,4 +461,121 @@ func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// publishAll publishes ids from callers goroutines at once and returns each id's answer.
+func publishAll(t *testing.T, p *publish.Publisher, ids []string, callers int) map[string]outcome {
+	t.Helper()
+	var mu sync.Mutex
+	got := map[string]outcome{}
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for id := range work {
+				seq, dup, err := p.Publish(t.Context(), feed(t, id))
+				mu.Lock()
+				got[id] = outcome{seq, dup, err}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	return got
+}
+
+// requireStoredAsAnswered checks that the stream holds each id once, at the sequence its caller
+// was given.
+func requireStoredAsAnswered(t *testing.T, js jetstream.JetStream, answers map[string]outcome) {
+	t.Helper()
+	at := map[uint64]string{}
+	for _, m := range natstest.Messages(t, js, "AYRSHARE") {
+		at[m.Sequence] = m.Header.Get(jetstream.MsgIDHeader)
+	}
+	ids := map[string]bool{}
+	for _, id := range at {
+		if ids[id] {
+			t.Errorf("%s stored twice", id)
+		}
+		ids[id] = true
+	}
+	for id, o := range answers {
+		if o.err != nil {
+			t.Errorf("%s: %v", id, o.err)
+		} else if at[o.seq] != id {
+			t.Errorf("%s answered seq %d, which holds %q", id, o.seq, at[o.seq])
+		}
+	}
+}
+
+// TestPublishGroupsAsAtomicBatches runs concurrent callers against a real server with one
+// committer, so groups form: they are stored as atomic batches, each caller is answered with
+// its own message's sequence, and a group holding an id already stored (Ayrshare's redelivery)
+// is refused as a batch and sent one by one, so that redelivery is answered as a duplicate.
+func TestPublishGroupsAsAtomicBatches(t *testing.T) {
+	nc, js := newStream(t)
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1))
+	var first, again []string
+	for i := range 40 {
+		first = append(first, fmt.Sprint("b", i))
+	}
+	stored := publishAll(t, p, first, 32)
+	for i := range 400 {
+		if i%10 == 0 {
+			again = append(again, first[i/10]) // a redelivery among new events
+		} else {
+			again = append(again, fmt.Sprint("n", i))
+		}
+	}
+	before := p.Stats()
+	answers := publishAll(t, p, again, 32)
+	for _, id := range first {
+		if a := answers[id]; a.err != nil || !a.dup || a.seq != stored[id].seq {
+			t.Errorf("redelivered %s = %+v, want duplicate at %d", id, a, stored[id].seq)
+		}
+		delete(answers, id)
+	}
+	maps.Copy(answers, stored)
+	requireStoredAsAnswered(t, js, answers)
+	s := p.Stats()
+	t.Logf("stats %+v after the first %d, %+v in all", before, len(first), s)
+	if s.Batches == 0 || s.Fallbacks == 0 || s.Events/s.Groups < 2 {
+		t.Errorf("stats %+v: want groups of several, stored as batches, and refused batches sent one by one", s)
+	}
+}
+
+// TestPublishStreamWithoutAtomicBatches publishes to a stream an operator made without
+// allow_atomic: every event is stored once, one message at a time, after one warning.
+func TestPublishStreamWithoutAtomicBatches(t *testing.T) {
+	ns := natstest.RunServer(t, "")
+	nc, js := natstest.Connect(t, ns)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: "AYRSHARE", Subjects: []string{"ayrshare.>"}, Storage: jetstream.FileStorage, Duplicates: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := publish.EnsureStream(t.Context(), js, streamConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CachedInfo().Config.AllowAtomicPublish {
+		t.Fatal("EnsureStream turned allow_atomic on in a stream the bridge did not create")
+	}
+	var logs logtest.Buffer
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1), publish.WithLogger(zerolog.New(&logs)))
+	var ids []string
+	for i := range 300 {
+		ids = append(ids, fmt.Sprint("w", i))
+	}
+	requireStoredAsAnswered(t, js, publishAll(t, p, ids, 32))
+	if st := p.Stats(); st.Batches != 0 || st.Fallbacks == 0 {
+		t.Errorf("stats %+v: want no batch stored", st)
+	}
+	if n := strings.Count(logs.String(), "does not take atomic batches"); n != 1 {
+		t.Errorf("warned %d times, want once:\n%s", n, logs.String())
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,6 +74,8 @@ func (c StreamConfig) jetstream() jetstream.StreamConfig {
 		MaxMsgs:     -1,
 		MaxBytes:    -1,
 		MaxMsgSize:  -1,
+		// Lets the publisher store each group as one batch, flushed (and fsynced) once.
+		AllowAtomicPublish: true,
 	}
 	if c.WorkQueue {
 		sc.Description = "Ayrshare webhooks stored at this edge until the hub has them (ayrbridge)"
@@ -113,6 +116,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	upd.Replicas = want.Replicas
 	upd.Duplicates = want.Duplicates
 	upd.MaxAge = want.MaxAge
+	if owned(have) {
+		upd.AllowAtomicPublish = true
+	}
 	if want.MaxBytes > 0 {
 		upd.MaxBytes, upd.Discard = want.MaxBytes, want.Discard
 	}
@@ -140,8 +146,16 @@ func compatible(have, want jetstream.StreamConfig) error {
 	return errors.Join(errs...)
 }
 
+// owned reports whether the bridge created the stream (its description says so): only then does
+// an update turn on what a newer bridge creates its streams with. A stream an operator made
+// keeps its settings, and the publisher sends to it one message at a time if it must.
+func owned(have jetstream.StreamConfig) bool {
+	return strings.HasSuffix(have.Description, "(ayrbridge)")
+}
+
 func needsUpdate(have, want jetstream.StreamConfig) bool {
 	return len(union(have.Subjects, want.Subjects)) != len(have.Subjects) ||
+		(owned(have) && !have.AllowAtomicPublish) ||
 		have.Replicas != want.Replicas ||
 		have.Duplicates != want.Duplicates ||
 		have.MaxAge != want.MaxAge ||

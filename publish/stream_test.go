@@ -27,9 +27,21 @@ func TestEnsureStreamCreatesAndUpdates(t *testing.T) {
 	}
 	cfg := s.CachedInfo().Config
 	if cfg.Storage != jetstream.FileStorage || cfg.Duplicates != 24*time.Hour || !slices.Equal(cfg.Subjects, []string{"ayrshare.>"}) ||
-		cfg.Retention != jetstream.LimitsPolicy || cfg.MaxAge != 0 {
+		cfg.Retention != jetstream.LimitsPolicy || cfg.MaxAge != 0 || !cfg.AllowAtomicPublish {
 		t.Fatalf("created %+v", cfg)
 	}
+	// A stream an earlier bridge created gets atomic batches.
+	cfg.AllowAtomicPublish = false
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = publish.EnsureStream(ctx, js, streamConfig()); err != nil || !s.CachedInfo().Config.AllowAtomicPublish {
+		t.Fatalf("an earlier bridge's stream not given allow_atomic: %v", err)
+	}
+	cfg = s.CachedInfo().Config
 
 	// An operator's own settings survive; the bridge's are brought up to date.
 	cfg.MaxBytes = 1 << 30

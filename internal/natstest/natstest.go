@@ -25,10 +25,20 @@ func RunServer(t testing.TB, dir string) *server.Server {
 // clients will reconnect: shut the first one down, then RunServerAt its Addr() and store.
 func RunServerAt(t testing.TB, dir, listen string) *server.Server {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
+	return RunServerWith(t, publish.EmbeddedConfig{Listen: listen, StoreDir: dir})
+}
+
+// RunServerWith is RunServer with cfg; an empty StoreDir is a new t.TempDir() and an empty
+// Listen a random loopback port.
+func RunServerWith(t testing.TB, cfg publish.EmbeddedConfig) *server.Server {
+	t.Helper()
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = t.TempDir()
 	}
-	ns, err := publish.StartEmbedded(publish.EmbeddedConfig{Listen: listen, StoreDir: dir}, zerolog.Nop())
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	ns, err := publish.StartEmbedded(cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
