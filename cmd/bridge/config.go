@@ -45,7 +45,13 @@ type config struct {
 
 	EmbeddedListen     string `env:"NATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
 	EmbeddedDir        string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
-	EmbeddedSyncAlways bool   `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"false"`
+	// EmbeddedSyncAlways makes the embedded server (and an edge) fsync before every
+	// acknowledgement: false lets a power cut lose the last two minutes of 200s.
+	EmbeddedSyncAlways bool `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"true"`
+	// AtomicBatches sends each group of webhooks as one atomic batch, which a server that
+	// syncs always flushes once. Off on a lazy embedded server, where a batch costs more than
+	// it saves (docs/performance.md).
+	AtomicBatches bool `env:"NATS_ATOMIC_BATCHES" envDefault:"true"`
 
 	Hub hubConfig
 
@@ -186,6 +192,21 @@ func (c config) validateEdge() error {
 }
 
 func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
+
+// batches reports whether the publisher sends groups as atomic batches: they save fsyncs only
+// where the server makes them, and a lazy embedded server makes none.
+func (c config) batches() bool { return c.AtomicBatches && (!c.embedded() || c.EmbeddedSyncAlways) }
+
+// publisherOptions are the publisher's settings. Batches are staged and flushed one at a
+// time per stream, so two groups in flight make larger batches and did more than eight
+// (BenchmarkPublish); without batches eight committers keep more acks on their way.
+func (c config) publisherOptions() []publish.Option {
+	inFlight := 8
+	if c.batches() {
+		inFlight = 2
+	}
+	return []publish.Option{publish.WithTimeout(c.PublishTimeout), publish.WithAtomicBatches(c.batches()), publish.WithGroupsInFlight(inFlight)}
+}
 
 // edge reports the edge role: the embedded server is a leaf node of a hub.
 func (c config) edge() bool { return len(c.Hub.URLs) > 0 && c.embedded() }

@@ -110,7 +110,7 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	streamReady := make(chan struct{})
 	go ensureStream(ctx, js, nc, cfg, log, streamReady, fatal)
 
-	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, publish.WithTimeout(cfg.PublishTimeout), publish.WithLogger(log))
+	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, append(cfg.publisherOptions(), publish.WithLogger(log))...)
 	if err != nil {
 		return err
 	}
@@ -348,8 +348,12 @@ func logStartup(cfg config, log zerolog.Logger) {
 		}
 		ev = ev.Str("nats", role).Str("embedded_listen", cfg.EmbeddedListen).
 			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways)
+		if !cfg.EmbeddedSyncAlways {
+			log.Warn().Msg("NATS_EMBEDDED_SYNC_ALWAYS=false: a power cut or kernel crash may lose the last two minutes of webhooks answered 200")
+		}
 	} else {
 		ev = ev.Dict("nats", cfg.NATS.LogDict())
 	}
+	ev = ev.Bool("atomic_batches", cfg.batches())
 	ev.Msg("bridge starting")
 }
