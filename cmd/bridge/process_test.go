@@ -96,7 +96,7 @@ func startLoad(url string, clients int, prefix string) *load {
 				id := fmt.Sprintf("%s-%d-%d", prefix, c, i)
 				l.sent.Add(1)
 				t0 := time.Now()
-				a, err := tryPost(url+"/webhook", fmt.Appendf(nil, `{"action":"scheduled","status":"success","hookId":%q}`, id), nil)
+				a, err := tryPost(url+"/webhook", loadBody(id), nil)
 				l.mu.Lock()
 				l.outcomes = append(l.outcomes, outcome{at: time.Now(), took: time.Since(t0), status: a.Status})
 				l.mu.Unlock()
@@ -118,6 +118,11 @@ func startLoad(url string, clients int, prefix string) *load {
 		})
 	}
 	return l
+}
+
+// loadBody is the webhook the load sends for id.
+func loadBody(id string) []byte {
+	return fmt.Appendf(nil, `{"action":"scheduled","status":"success","hookId":%q}`, id)
 }
 
 // outcome is one answered (or failed, status 0) request.
