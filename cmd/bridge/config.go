@@ -43,8 +43,8 @@ type config struct {
 	DedupWindow time.Duration `env:"NATS_DEDUP_WINDOW" envDefault:"24h"`
 	MaxAge      time.Duration `env:"NATS_MAX_AGE" envDefault:"0s"`
 
-	EmbeddedListen     string `env:"NATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
-	EmbeddedDir        string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
+	EmbeddedListen string `env:"NATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
+	EmbeddedDir    string `env:"NATS_EMBEDDED_DIR" envDefault:"./data"`
 	// EmbeddedSyncAlways makes the embedded server (and an edge) fsync before every
 	// acknowledgement: false lets a power cut lose the last two minutes of 200s.
 	EmbeddedSyncAlways bool `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"true"`
