@@ -98,7 +98,7 @@ func TestGroupAnswersEachCallerFromItsOwnAck(t *testing.T) {
 	nc, _ := natstest.Connect(t, ns)
 	a := newAcker(t, ns)
 	p := newPublisher(t, nc, "AYRSHARE", publish.WithTimeout(5*time.Second), publish.WithAttemptTimeout(time.Second),
-		publish.WithGroupsInFlight(1))
+		publish.WithGroupsInFlight(1), publish.WithMinBatch(2))
 	calls := newCalls(t, p)
 
 	calls.start("first", t.Context())
@@ -184,7 +184,7 @@ func TestGroupBatchAnswersEachCaller(t *testing.T) {
 	ns := natstest.RunServer(t, "")
 	nc, _ := natstest.Connect(t, ns)
 	a := newAcker(t, ns)
-	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1))
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1), publish.WithMinBatch(2))
 	calls := newCalls(t, p)
 	calls.start("first", t.Context())
 	held, _ := a.next(1)

@@ -141,6 +141,12 @@ func WithAtomicBatches(on bool) Option {
 	return func(p *Publisher) error { p.groups.batches.Store(on); return nil }
 }
 
+// WithMinBatch sets the smallest group sent as an atomic batch (default 16); smaller groups are
+// sent one message at a time.
+func WithMinBatch(n int) Option {
+	return func(p *Publisher) error { p.groups.minBatch = n; return positive("min batch", n) }
+}
+
 // maxBatchesInFlight keeps a publisher's batches well under the 50 a stream takes at once, so
 // that a few bridges and a replay can share one stream.
 const maxBatchesInFlight = 16
@@ -189,7 +195,7 @@ func NewPublisher(nc *nats.Conn, stream string, opts ...Option) (*Publisher, err
 		window:    4096,
 		ackWait:   5 * time.Second,
 		maxStreak: 64,
-		groups:    groups{size: 64, inFlight: 8},
+		groups:    groups{size: 64, inFlight: 8, minBatch: defaultMinBatch},
 	}
 	p.groups.batches.Store(true)
 	for _, opt := range opts {

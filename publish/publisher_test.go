@@ -518,7 +518,7 @@ func requireStoredAsAnswered(t *testing.T, js jetstream.JetStream, answers map[s
 // is refused as a batch and sent one by one, so that redelivery is answered as a duplicate.
 func TestPublishGroupsAsAtomicBatches(t *testing.T) {
 	nc, js := newStream(t)
-	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1))
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1), publish.WithMinBatch(2))
 	var first, again []string
 	for i := range 40 {
 		first = append(first, fmt.Sprint("b", i))
@@ -566,7 +566,7 @@ func TestPublishStreamWithoutAtomicBatches(t *testing.T) {
 		t.Fatal("EnsureStream turned allow_atomic on in a stream the bridge did not create")
 	}
 	var logs logtest.Buffer
-	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1), publish.WithLogger(zerolog.New(&logs)))
+	p := newPublisher(t, nc, "AYRSHARE", publish.WithGroupsInFlight(1), publish.WithMinBatch(2), publish.WithLogger(zerolog.New(&logs)))
 	var ids []string
 	for i := range 300 {
 		ids = append(ids, fmt.Sprint("w", i))

@@ -38,6 +38,7 @@ type options struct {
 	out      string
 	dir      string
 	before   string // a bridge binary built from an earlier commit, driven as server "before"
+	natsSync bool   // the external nats-server fsyncs before every ack (sync_interval: always)
 }
 
 func main() {
@@ -47,7 +48,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "measured load per run")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each run")
 	flag.StringVar(&conns, "conns", "8,64", "connection counts")
-	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server), embedded-sync (embedded with NATS_EMBEDDED_SYNC_ALWAYS), edge (an edge bridge of the external server, counted at the hub), edge-alone (an edge whose hub is away)")
+	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server, durable by default), embedded-lazy (embedded with NATS_EMBEDDED_SYNC_ALWAYS=false), edge (an edge bridge of the external server, counted at the hub), edge-lazy (an edge with NATS_EMBEDDED_SYNC_ALWAYS=false), edge-alone (an edge whose hub is away)")
+	flag.BoolVar(&o.natsSync, "nats-sync", false, "run the external nats-server (and hub) with sync_interval: always, as deploy/nats/*.conf do")
 	flag.StringVar(&o.out, "out", "", "also write the result tables as Markdown to this file")
 	flag.StringVar(&o.dir, "dir", "bench/out", "build and data directory")
 	flag.StringVar(&o.before, "before", "", "a bridge binary built from an earlier commit (go build -o /tmp/before ./cmd/bridge in a worktree), driven on the external nats-server as server \"before\"")
@@ -112,7 +114,11 @@ func run(ctx context.Context, o options) error {
 	// change nothing for the other servers' clients.
 	leafPort := harness.FreePort()
 	conf := filepath.Join(o.dir, "nats-server.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "leafnodes { listen: \"127.0.0.1:%d\" }\njetstream { domain: hub }\n", leafPort), 0o644); err != nil {
+	sync := ""
+	if o.natsSync {
+		sync = ", sync_interval: always"
+	}
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "leafnodes { listen: \"127.0.0.1:%d\" }\njetstream { domain: hub%s }\n", leafPort, sync), 0o644); err != nil {
 		return err
 	}
 	natsProc, err := harness.Start(bins["nats-server"], nil, "-c", conf, "-js", "-sd", natsDir, "-a", "127.0.0.1", "-p", strconv.Itoa(natsPort), "-l", filepath.Join(o.dir, "nats-server.log"))
@@ -125,8 +131,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer nc.Close()
+	// As the bridge creates it, so that it sends atomic batches; the naive baseline ignores that.
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: "AYRSHARE", Subjects: []string{"ayrshare.>"}, Storage: jetstream.FileStorage, Duplicates: 24 * time.Hour,
+		Name: "AYRSHARE", Description: "Ayrshare webhooks as CloudEvents (ayrbridge)", Subjects: []string{"ayrshare.>"},
+		Storage: jetstream.FileStorage, Duplicates: 24 * time.Hour, AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return fmt.Errorf("create stream: %w", err)
@@ -146,7 +154,7 @@ func run(ctx context.Context, o options) error {
 				if err != nil {
 					return fmt.Errorf("round %d, %s at %d connections: %w", round, srv, conns, err)
 				}
-				if srv == "edge" {
+				if srv == "edge" || srv == "edge-lazy" {
 					if err := detachEdges(ctx, js); err != nil {
 						return fmt.Errorf("detach the edge: %w", err)
 					}
@@ -188,18 +196,18 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 			return sample{}, err
 		}
 		p, err = harness.Start(bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
-	case "embedded", "embedded-sync":
+	case "embedded", "embedded-lazy":
 		external = false
 		np := harness.FreePort()
 		countURL = fmt.Sprintf("nats://127.0.0.1:%d", np)
 		dir := filepath.Join(o.dir, "embedded-store")
 		_ = os.RemoveAll(dir)
 		env := []string{"BRIDGE_LISTEN=" + addr, "NATS_EMBEDDED_LISTEN=" + fmt.Sprintf("127.0.0.1:%d", np), "NATS_EMBEDDED_DIR=" + dir, "LOG_LEVEL=warn"}
-		if srv == "embedded-sync" {
-			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=true")
+		if srv == "embedded-lazy" {
+			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=false")
 		}
 		p, err = harness.Start(bins["bridge"], env)
-	case "edge":
+	case "edge", "edge-lazy":
 		// The bridge as an edge of the external server: it stores in its own embedded server and
 		// the hub sources from it, so events are counted at the hub once they arrived there, and
 		// the hub's CPU is the nats-server CPU.
@@ -209,7 +217,8 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		dir := filepath.Join(o.dir, "edge-store")
 		_ = os.RemoveAll(dir)
 		p, err = harness.Start(bins["bridge"], []string{"BRIDGE_LISTEN=" + addr, "NATS_EMBEDDED_LISTEN=127.0.0.1:0", "NATS_EMBEDDED_DIR=" + dir,
-			"NATS_HUB_URL=" + fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort), "NATS_EDGE_ID=" + prefix, "LOG_LEVEL=warn"})
+			"NATS_HUB_URL=" + fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort), "NATS_EDGE_ID=" + prefix, "LOG_LEVEL=warn",
+			"NATS_EMBEDDED_SYNC_ALWAYS=" + strconv.FormatBool(srv == "edge")})
 	case "edge-alone":
 		// An edge whose hub is away: what it costs to store at the edge, counted in its own
 		// stream, where the events wait.
@@ -240,7 +249,7 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 	if err != nil {
 		return sample{}, err
 	}
-	if srv == "edge" {
+	if strings.HasPrefix(srv, "edge") && srv != "edge-alone" {
 		if _, err := waitStored(ctx, js, countStream, uint64(warm.OK)); err != nil {
 			return sample{}, err
 		}
@@ -268,7 +277,7 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 			return sample{}, err
 		}
 	}
-	if srv == "edge" {
+	if strings.HasPrefix(srv, "edge") && srv != "edge-alone" {
 		if _, err := waitStored(ctx, js, countStream, before+uint64(res.OK)); err != nil {
 			return sample{}, err
 		}
@@ -448,6 +457,19 @@ func targets(samples []sample, conns int) []string {
 		}
 		if edge, ok := aggregate(samples, "edge", conns); ok {
 			out = append(out, fmt.Sprintf("info  edge forwarding to a hub on the same CPUs at %d connections: %.0f req/s = %.2fx the embedded default", conns, edge.rps, edge.rps/emb.rps))
+		}
+	}
+	if emb, okE := aggregate(samples, "embedded", conns); okE {
+		if lazy, ok := aggregate(samples, "embedded-lazy", conns); ok {
+			out = append(out, verdict(emb.rps >= 0.5*lazy.rps, "durable embedded at %d connections: %.0f req/s = %.2fx the lazy embedded server (target >= 0.5x)", conns, emb.rps, emb.rps/lazy.rps))
+		}
+		if base, ok := aggregate(samples, "naive", conns); ok {
+			out = append(out, fmt.Sprintf("info  durable embedded at %d connections: %.2fx naive (>= 3x is the target when naive's server syncs always)", conns, emb.rps/base.rps))
+		}
+	}
+	if edge, ok := aggregate(samples, "edge", conns); ok {
+		if lazy, ok := aggregate(samples, "edge-lazy", conns); ok {
+			out = append(out, verdict(edge.rps >= 0.5*lazy.rps, "durable edge forwarding at %d connections: %.0f req/s = %.2fx the lazy edge (target >= 0.5x)", conns, edge.rps, edge.rps/lazy.rps))
 		}
 	}
 	if emb, okE := aggregate(samples, "embedded", conns); okE && okB {
