@@ -48,10 +48,11 @@ type config struct {
 	// EmbeddedSyncAlways makes the embedded server (and an edge) fsync before every
 	// acknowledgement: false lets a power cut lose the last two minutes of 200s.
 	EmbeddedSyncAlways bool `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"true"`
-	// AtomicBatches sends each group of webhooks as one atomic batch, which a server that
-	// syncs always flushes once. Off on a lazy embedded server, where a batch costs more than
-	// it saves (docs/performance.md).
-	AtomicBatches bool `env:"NATS_ATOMIC_BATCHES" envDefault:"true"`
+	// AtomicBatches sends each large group of webhooks to an external server as one atomic
+	// batch, which a server that syncs always flushes once. On a lazy server a batch costs ten
+	// times what it saves (BenchmarkPublish), so it is off unless set; the embedded server and
+	// an edge batch exactly when they sync always.
+	AtomicBatches bool `env:"NATS_ATOMIC_BATCHES" envDefault:"false"`
 
 	Hub hubConfig
 
@@ -194,8 +195,13 @@ func (c config) validateEdge() error {
 func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
 
 // batches reports whether the publisher sends groups as atomic batches: they save fsyncs only
-// where the server makes them, and a lazy embedded server makes none.
-func (c config) batches() bool { return c.AtomicBatches && (!c.embedded() || c.EmbeddedSyncAlways) }
+// where the server makes them.
+func (c config) batches() bool {
+	if c.embedded() {
+		return c.EmbeddedSyncAlways
+	}
+	return c.AtomicBatches
+}
 
 // publisherOptions are the publisher's settings. Batches are staged and flushed one at a
 // time per stream, so two groups in flight make larger batches and did more than eight
