@@ -16,17 +16,26 @@ import (
 // Run: go test ./publish -run '^$' -bench Publish -benchtime 20000x
 func BenchmarkPublish(b *testing.B) {
 	for _, c := range []struct {
-		sync, batches bool
-		inFlight      int
-	}{{false, false, 8}, {false, true, 8}, {true, false, 8}, {true, true, 8}, {true, true, 2}} {
-		b.Run(fmt.Sprintf("sync=%v/batches=%v/inflight=%d", c.sync, c.batches, c.inFlight), func(b *testing.B) {
-			benchmarkPublish(b, c.sync, publish.WithAtomicBatches(c.batches), publish.WithGroupsInFlight(c.inFlight))
+		sync     string // lazy, server (SyncAlways), group (a lazy server and a StoreSync)
+		batches  bool
+		inFlight int
+	}{{"lazy", false, 8}, {"lazy", true, 8}, {"server", false, 8}, {"server", true, 8}, {"server", true, 2}, {"group", false, 8}, {"group", false, 2}} {
+		b.Run(fmt.Sprintf("sync=%s/batches=%v/inflight=%d", c.sync, c.batches, c.inFlight), func(b *testing.B) {
+			benchmarkPublish(b, c.sync, publish.WithAtomicBatches(c.batches), publish.WithGroupsInFlight(c.inFlight), publish.WithMinBatch(2))
 		})
 	}
 }
 
-func benchmarkPublish(b *testing.B, sync bool, opts ...publish.Option) {
-	ns := natstest.RunServerWith(b, publish.EmbeddedConfig{SyncAlways: sync})
+func benchmarkPublish(b *testing.B, sync string, opts ...publish.Option) {
+	dir := b.TempDir()
+	ns := natstest.RunServerWith(b, publish.EmbeddedConfig{StoreDir: dir, SyncAlways: sync == "server"})
+	if sync == "group" {
+		s, err := publish.NewStoreSync(b.Context(), dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts = append(opts, publish.WithSyncer(s))
+	}
 	nc, js := natstest.Connect(b, ns)
 	if _, err := publish.EnsureStream(b.Context(), js, streamConfig()); err != nil {
 		b.Fatal(err)

@@ -198,8 +198,15 @@ func (p *Publisher) commitBatch(group []*request, msgs []*nats.Msg) (answered bo
 	ack, err := jetstreamext.PublishMsgBatch(ctx, p.js, msgs, jetstreamext.BatchFlowControl{})
 	if err == nil {
 		p.groups.stats.batches.Add(1)
+		sctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		err = p.durable(sctx)
+		cancel()
 		first := ack.Sequence + 1 - uint64(len(group))
 		for i, r := range group {
+			if err != nil {
+				r.out <- answer{err: err}
+				continue
+			}
 			r.out <- answer{ack: &jetstream.PubAck{Stream: ack.Stream, Domain: ack.Domain, Sequence: first + uint64(i)}}
 		}
 		return true
@@ -247,13 +254,43 @@ func (p *Publisher) commitEach(group []*request, futs []jetstream.PubAckFuture, 
 	if !first.IsZero() {
 		timer.Reset(time.Until(first))
 	}
+	if p.sync == nil {
+		for i, r := range group {
+			if futs[i] != nil {
+				r.out <- await(r, futs[i], timer)
+				futs[i] = nil
+			}
+		}
+		timer.Stop()
+		return
+	}
+	// Every ack of the group first, then one fsync round for all of them, then the answers.
+	answers := make([]answer, len(group))
+	acked := false
 	for i, r := range group {
 		if futs[i] != nil {
-			r.out <- await(r, futs[i], timer)
+			answers[i] = await(r, futs[i], timer)
 			futs[i] = nil
+			acked = acked || answers[i].err == nil
 		}
 	}
 	timer.Stop()
+	if acked {
+		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+		if err := p.durable(ctx); err != nil {
+			for i := range answers {
+				if answers[i].err == nil {
+					answers[i] = answer{err: err}
+				}
+			}
+		}
+		cancel()
+	}
+	for i, r := range group {
+		if answers[i].ack != nil || answers[i].err != nil {
+			r.out <- answers[i]
+		}
+	}
 }
 
 // await is r's answer: its ack, its error, its caller giving up, or the end of its attempt.

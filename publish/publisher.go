@@ -58,6 +58,8 @@ type Publisher struct {
 	maxStreak int
 	// groups is Publish's group commit.
 	groups groups
+	// sync, when set, makes the server's writes durable before any caller hears of its ack.
+	sync Syncer
 
 	// The asynchronous side starts with the first PublishAsync, so a Publisher that only ever
 	// publishes synchronously runs no goroutine and needs no Close.
@@ -162,6 +164,24 @@ func WithGroupsInFlight(n int) Option {
 			return fmt.Errorf("groups in flight %d above %d: %w", n, maxBatchesInFlight, jetstream.ErrInvalidOption)
 		}
 		return positive("groups in flight", n)
+	}
+}
+
+// Syncer makes durable what the server wrote before Sync was called.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// WithSyncer has every acknowledgement wait for s.Sync before it is reported: for a server that
+// acknowledges writes it has not fsynced (an embedded one run lazily, see StoreSync), so that
+// one fsync round covers every event acknowledged before it.
+func WithSyncer(s Syncer) Option {
+	return func(p *Publisher) error {
+		if s == nil {
+			return errors.New("publish: nil Syncer")
+		}
+		p.sync = s
+		return nil
 	}
 }
 
@@ -317,6 +337,9 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, tries
 	}, backoff.WithBackOff(retryPolicy()), backoff.WithMaxElapsedTime(time.Until(deadline)))
 	switch {
 	case err == nil:
+		if err := p.durable(ctx); err != nil {
+			return nil, err
+		}
 		return ack, nil
 	case errors.Is(err, ErrRefused), errors.Is(err, ErrStreamFull):
 		return nil, err
@@ -325,6 +348,17 @@ func (p *Publisher) publish(ctx context.Context, msg *nats.Msg, id string, tries
 	default:
 		return nil, fmt.Errorf("%w: after %d attempts: %w", ErrUnavailable, tries, last)
 	}
+}
+
+// durable waits for the syncer, when there is one, so that an acknowledged write is on disk.
+func (p *Publisher) durable(ctx context.Context) error {
+	if p.sync == nil {
+		return nil
+	}
+	if err := p.sync.Sync(ctx); err != nil {
+		return fmt.Errorf("%w: acknowledged but not yet on disk: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // retryPolicy is how long the publisher pauses between attempts that failed at once (no

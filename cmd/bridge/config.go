@@ -48,6 +48,10 @@ type config struct {
 	// EmbeddedSyncAlways makes the embedded server (and an edge) fsync before every
 	// acknowledgement: false lets a power cut lose the last two minutes of 200s.
 	EmbeddedSyncAlways bool `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"true"`
+	// EmbeddedFsync is who fsyncs when EmbeddedSyncAlways is set: "group", the bridge, once for
+	// every group of acknowledgements (publish.StoreSync), or "server", nats-server after every
+	// write, with atomic batches to share its fsyncs. group did 2x server in BenchmarkPublish.
+	EmbeddedFsync string `env:"NATS_EMBEDDED_FSYNC" envDefault:"group"`
 	// AtomicBatches sends each large group of webhooks to an external server as one atomic
 	// batch, which a server that syncs always flushes once. On a lazy server a batch costs ten
 	// times what it saves (BenchmarkPublish), so it is off unless set; the embedded server and
@@ -134,6 +138,9 @@ func (c config) validate() error {
 	if c.ShutdownTimeout <= c.PublishTimeout {
 		errs = append(errs, fmt.Errorf("BRIDGE_SHUTDOWN_TIMEOUT=%s must exceed BRIDGE_PUBLISH_TIMEOUT=%s so requests in flight can finish", c.ShutdownTimeout, c.PublishTimeout))
 	}
+	if c.EmbeddedFsync != "group" && c.EmbeddedFsync != "server" {
+		errs = append(errs, fmt.Errorf("NATS_EMBEDDED_FSYNC=%q: want group or server", c.EmbeddedFsync))
+	}
 	if c.RetryAfter < time.Second {
 		errs = append(errs, fmt.Errorf("BRIDGE_RETRY_AFTER=%s: must be at least 1s", c.RetryAfter))
 	}
@@ -198,9 +205,15 @@ func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
 // where the server makes them.
 func (c config) batches() bool {
 	if c.embedded() {
-		return c.EmbeddedSyncAlways
+		return c.EmbeddedSyncAlways && c.EmbeddedFsync == "server"
 	}
 	return c.AtomicBatches
+}
+
+// groupFsync reports whether the bridge fsyncs the embedded server's store itself, once per
+// group of acknowledgements, while the server writes without syncing.
+func (c config) groupFsync() bool {
+	return c.embedded() && c.EmbeddedSyncAlways && c.EmbeddedFsync == "group"
 }
 
 // publisherOptions are the publisher's settings. Batches are staged and flushed one at a

@@ -65,7 +65,8 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 			Listen:     cfg.EmbeddedListen,
 			StoreDir:   cfg.EmbeddedDir,
 			MaxPayload: maxPayload(cfg.MaxBodyBytes),
-			SyncAlways: cfg.EmbeddedSyncAlways,
+			// With group fsync the server writes before it acks and the bridge fsyncs after.
+			SyncAlways: cfg.EmbeddedSyncAlways && !cfg.groupFsync(),
 		}
 		if cfg.edge() {
 			hub, err := cfg.hubLink()
@@ -110,7 +111,18 @@ func run(ctx context.Context, cfg config, log zerolog.Logger, started func(addrs
 	streamReady := make(chan struct{})
 	go ensureStream(ctx, js, nc, cfg, log, streamReady, fatal)
 
-	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, append(cfg.publisherOptions(), publish.WithLogger(log))...)
+	pubOpts := append(cfg.publisherOptions(), publish.WithLogger(log))
+	if cfg.groupFsync() {
+		// Outlives the publisher: requests finishing during shutdown still wait for their fsync.
+		sctx, stopSync := context.WithCancel(context.Background())
+		defer stopSync()
+		syncer, err := publish.NewStoreSync(sctx, cfg.EmbeddedDir)
+		if err != nil {
+			return err
+		}
+		pubOpts = append(pubOpts, publish.WithSyncer(syncer))
+	}
+	pub, err := publish.NewPublisher(nc, cfg.localStream().Name, pubOpts...)
 	if err != nil {
 		return err
 	}
@@ -347,7 +359,7 @@ func logStartup(cfg config, log zerolog.Logger) {
 			role = "edge"
 		}
 		ev = ev.Str("nats", role).Str("embedded_listen", cfg.EmbeddedListen).
-			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways)
+			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways).Str("embedded_fsync", cfg.EmbeddedFsync)
 		if !cfg.EmbeddedSyncAlways {
 			log.Warn().Msg("NATS_EMBEDDED_SYNC_ALWAYS=false: a power cut or kernel crash may lose the last two minutes of webhooks answered 200")
 		}

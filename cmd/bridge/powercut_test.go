@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -25,14 +26,18 @@ func TestPowerCut(t *testing.T) {
 		t.Skipf("power-cut tests need root and FUSE: %v", err)
 	}
 	const cuts = 10
-	t.Run("durable", func(t *testing.T) {
-		r := cutEmbedded(t, bin, "true", cuts)
-		if r.lost != 0 || r.dups != 0 || r.corrupt != 0 {
-			t.Errorf("durable: %s", r)
-		}
-	})
+	// group: the default, the bridge fsyncs the store once per group of acks; server:
+	// nats-server fsyncs every write, and groups go as atomic batches.
+	for _, fsync := range []string{"group", "server"} {
+		t.Run("durable-"+fsync, func(t *testing.T) {
+			r := cutEmbedded(t, bin, map[string]string{"NATS_EMBEDDED_SYNC_ALWAYS": "true", "NATS_EMBEDDED_FSYNC": fsync}, cuts)
+			if r.lost != 0 || r.dups != 0 || r.corrupt != 0 {
+				t.Errorf("durable: %s", r)
+			}
+		})
+	}
 	t.Run("control", func(t *testing.T) {
-		r := cutEmbedded(t, bin, "false", cuts)
+		r := cutEmbedded(t, bin, map[string]string{"NATS_EMBEDDED_SYNC_ALWAYS": "false"}, cuts)
 		if r.lost == 0 {
 			t.Errorf("lazy control lost nothing (%s): the power cuts do not bite, the harness is broken", r)
 		}
@@ -51,15 +56,15 @@ func (r cutReport) String() string {
 		r.cuts, r.acked, r.lost, r.perCut, r.dups, r.corrupt, r.undone.Writes, r.undone.Bytes)
 }
 
-// cutEmbedded runs cuts power cuts under a bridge with NATS_EMBEDDED_SYNC_ALWAYS=sync and reads
-// the stream once at the end.
-func cutEmbedded(t *testing.T, bin, sync string, cuts int) cutReport {
+// cutEmbedded runs cuts power cuts under a bridge with settings and reads the stream once at
+// the end.
+func cutEmbedded(t *testing.T, bin string, settings map[string]string, cuts int) cutReport {
 	fs := powercut.New(t)
 	env := map[string]string{
-		"NATS_EMBEDDED_DIR":         filepath.Join(fs.Dir(), "store"),
-		"NATS_EMBEDDED_SYNC_ALWAYS": sync,
-		"BRIDGE_PUBLISH_TIMEOUT":    "2s",
+		"NATS_EMBEDDED_DIR":      filepath.Join(fs.Dir(), "store"),
+		"BRIDGE_PUBLISH_TIMEOUT": "2s",
 	}
+	maps.Copy(env, settings)
 	r := cutReport{cuts: cuts}
 	acked := map[string]int{} // id: the cut it was acknowledged before
 	for cut := range cuts {
@@ -101,6 +106,6 @@ func cutEmbedded(t *testing.T, bin, sync string, cuts int) cutReport {
 	if err := b.Stop(10 * time.Second); err != nil {
 		t.Errorf("bridge stop: %v", err)
 	}
-	t.Logf("NATS_EMBEDDED_SYNC_ALWAYS=%s: %s", sync, r)
+	t.Logf("%v: %s", settings, r)
 	return r
 }

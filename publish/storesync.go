@@ -1,0 +1,193 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// StoreSync makes what a lazy embedded nats-server wrote to its store durable, for many
+// acknowledgements at once: nats-server writes every message to its block file before it
+// acknowledges it (TestLazyServerWritesBeforeItAcks pins that), so an fsync of the files that
+// changed, taken after the acks, covers every one of them. One round of fsyncs runs at a time;
+// the callers that arrive meanwhile share the next round, so under load a round covers many
+// groups of webhooks, where a server that syncs always fsyncs once per message.
+//
+// It fsyncs files, not the file system (syncfs): that is what every file system honours,
+// FUSE included, and what the power-cut tests can see.
+type StoreSync struct {
+	dir  string
+	reqs chan chan error
+	// Only the syncing goroutine touches seen: each file's state at its last fsync.
+	seen map[string]fileStamp
+	once sync.Once
+	done chan struct{}
+}
+
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+}
+
+// NewStoreSync returns a StoreSync for the JetStream store under dir (the embedded server's
+// StoreDir); it syncs until ctx ends.
+func NewStoreSync(ctx context.Context, dir string) (*StoreSync, error) {
+	if dir == "" {
+		return nil, errors.New("store sync: empty directory")
+	}
+	s := &StoreSync{dir: dir, reqs: make(chan chan error, 1024), seen: map[string]fileStamp{}, done: make(chan struct{})}
+	go s.run(ctx)
+	return s, nil
+}
+
+// ErrStoreSyncStopped is returned by Sync once the StoreSync's context ended.
+var ErrStoreSyncStopped = errors.New("store sync stopped")
+
+// Sync returns once every write the server made before the call is on disk, or ctx ends.
+func (s *StoreSync) Sync(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case s.reqs <- reply:
+	case <-s.done:
+		return ErrStoreSyncStopped
+	case <-ctx.Done():
+		return fmt.Errorf("store sync: %w", ctx.Err())
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-s.done:
+		select {
+		case err := <-reply: // answered before the syncer stopped
+			return err
+		default:
+			return ErrStoreSyncStopped
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("store sync: %w", ctx.Err())
+	}
+}
+
+func (s *StoreSync) run(ctx context.Context) {
+	defer close(s.done)
+	var waiting []chan error
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-s.reqs:
+			waiting = append(waiting[:0], r)
+		}
+		// Everyone queued by now was acknowledged before this round starts.
+	more:
+		for {
+			select {
+			case r := <-s.reqs:
+				waiting = append(waiting, r)
+			default:
+				break more
+			}
+		}
+		err := s.syncAll()
+		for _, r := range waiting {
+			r <- err
+		}
+		clear(waiting)
+	}
+}
+
+// syncAll fsyncs every file of the store that changed since its last fsync, the newest block of
+// each stream and consumer whatever its stamp says (appends within one clock tick of a coarse
+// mtime), and every directory, so that new and renamed files keep their names.
+func (s *StoreSync) syncAll() error {
+	var errs []error
+	type entry struct {
+		path string
+		dir  bool
+		st   fileStamp
+	}
+	var entries []entry
+	newest := map[string]uint64{} // directory: the highest block number in it
+	err := filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) { // else removed while walking: a compaction, a deleted consumer
+				errs = append(errs, err)
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() && !d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			return nil
+		}
+		st := fileStamp{size: info.Size(), mtime: info.ModTime()}
+		if sys, ok := info.Sys().(*syscall.Stat_t); ok {
+			st.ino = sys.Ino
+		}
+		entries = append(entries, entry{path, d.IsDir(), st})
+		if n, ok := blockNumber(path); ok {
+			newest[filepath.Dir(path)] = max(newest[filepath.Dir(path)], n)
+		}
+		return nil
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	seen := make(map[string]fileStamp, len(entries)) // removed files drop out
+	for _, e := range entries {
+		n, isBlock := blockNumber(e.path)
+		current := isBlock && n == newest[filepath.Dir(e.path)]
+		if prev, ok := s.seen[e.path]; ok && prev == e.st && !e.dir && !current {
+			seen[e.path] = e.st
+			continue
+		}
+		if err := fsyncPath(e.path); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		seen[e.path] = e.st
+	}
+	s.seen = seen
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: store sync: %w", ErrUnavailable, errors.Join(errs...))
+	}
+	return nil
+}
+
+// blockNumber is the number of a message block file (<n>.blk).
+func blockNumber(path string) (uint64, bool) {
+	name := filepath.Base(path)
+	if !strings.HasSuffix(name, ".blk") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(name, ".blk"), 10, 64)
+	return n, err == nil
+}
+
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
