@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,7 +25,7 @@ type StoreSync struct {
 	dir  string
 	reqs chan chan error
 	// Only the syncing goroutine touches seen: each file's state at its last fsync.
-	seen map[string]fileStamp
+	seen map[string]synced
 	once sync.Once
 	done chan struct{}
 }
@@ -38,13 +36,30 @@ type fileStamp struct {
 	ino   uint64
 }
 
+// racy is how close to its fsync a file's mtime may be for the fsync to count: a file changed
+// again within one tick of the kernel's coarse clock keeps its mtime (and, written in place or
+// a directory, its size), so a stamp that recent proves nothing and the file is synced again
+// (git's "racy" index entries, the same problem).
+const racy = 50 * time.Millisecond
+
+// synced is a file's stamp when it was last fsynced, and when.
+type synced struct {
+	st fileStamp
+	at time.Time
+}
+
+// clean reports whether a file with stamp st needs no fsync: it has not changed since prev's.
+func (prev synced) clean(st fileStamp) bool {
+	return prev.st == st && st.mtime.Before(prev.at.Add(-racy))
+}
+
 // NewStoreSync returns a StoreSync for the JetStream store under dir (the embedded server's
 // StoreDir); it syncs until ctx ends.
 func NewStoreSync(ctx context.Context, dir string) (*StoreSync, error) {
 	if dir == "" {
 		return nil, errors.New("store sync: empty directory")
 	}
-	s := &StoreSync{dir: dir, reqs: make(chan chan error, 1024), seen: map[string]fileStamp{}, done: make(chan struct{})}
+	s := &StoreSync{dir: dir, reqs: make(chan chan error, 1024), seen: map[string]synced{}, done: make(chan struct{})}
 	go s.run(ctx)
 	return s, nil
 }
@@ -105,18 +120,18 @@ func (s *StoreSync) run(ctx context.Context) {
 	}
 }
 
-// syncAll fsyncs every file of the store that changed since its last fsync, the newest block of
-// each stream and consumer whatever its stamp says (appends within one clock tick of a coarse
-// mtime), and every directory, so that new and renamed files keep their names.
+// syncAll fsyncs every file and directory of the store that changed since its last fsync: new
+// and renamed files keep their names only once their directory is synced too.
 func (s *StoreSync) syncAll() error {
 	var errs []error
 	type entry struct {
 		path string
-		dir  bool
 		st   fileStamp
 	}
 	var entries []entry
-	newest := map[string]uint64{} // directory: the highest block number in it
+	// Before any stamp is read: a change after its read shows a later mtime than one older than
+	// this by more than a clock tick, so it is caught next round.
+	start := time.Now()
 	err := filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) { // else removed while walking: a compaction, a deleted consumer
@@ -138,21 +153,16 @@ func (s *StoreSync) syncAll() error {
 		if sys, ok := info.Sys().(*syscall.Stat_t); ok {
 			st.ino = sys.Ino
 		}
-		entries = append(entries, entry{path, d.IsDir(), st})
-		if n, ok := blockNumber(path); ok {
-			newest[filepath.Dir(path)] = max(newest[filepath.Dir(path)], n)
-		}
+		entries = append(entries, entry{path, st})
 		return nil
 	})
 	if err != nil {
 		errs = append(errs, err)
 	}
-	seen := make(map[string]fileStamp, len(entries)) // removed files drop out
+	seen := make(map[string]synced, len(entries)) // removed files drop out
 	for _, e := range entries {
-		n, isBlock := blockNumber(e.path)
-		current := isBlock && n == newest[filepath.Dir(e.path)]
-		if prev, ok := s.seen[e.path]; ok && prev == e.st && !e.dir && !current {
-			seen[e.path] = e.st
+		if prev, ok := s.seen[e.path]; ok && prev.clean(e.st) {
+			seen[e.path] = prev
 			continue
 		}
 		if err := fsyncPath(e.path); err != nil {
@@ -161,23 +171,13 @@ func (s *StoreSync) syncAll() error {
 			}
 			continue
 		}
-		seen[e.path] = e.st
+		seen[e.path] = synced{st: e.st, at: start}
 	}
 	s.seen = seen
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: store sync: %w", ErrUnavailable, errors.Join(errs...))
 	}
 	return nil
-}
-
-// blockNumber is the number of a message block file (<n>.blk).
-func blockNumber(path string) (uint64, bool) {
-	name := filepath.Base(path)
-	if !strings.HasSuffix(name, ".blk") {
-		return 0, false
-	}
-	n, err := strconv.ParseUint(strings.TrimSuffix(name, ".blk"), 10, 64)
-	return n, err == nil
 }
 
 func fsyncPath(path string) error {
