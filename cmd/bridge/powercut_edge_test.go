@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,7 @@ func TestPowerCutEdge(t *testing.T) {
 	}
 	t.Run("durable", func(t *testing.T) {
 		r := cutEdge(t, bin, "true")
-		if r.lost != 0 || r.dups != 0 || r.corrupt != 0 {
+		if r.lost != 0 || r.dups != 0 || r.corrupt != 0 || r.leaked != 0 {
 			t.Errorf("durable: %s", r)
 		}
 	})
@@ -72,7 +73,7 @@ func TestPowerCutHub(t *testing.T) {
 	}
 	t.Run("durable", func(t *testing.T) {
 		r := cutHub(t, bin, string(conf), false)
-		if r.lost != 0 || r.dups != 0 || r.corrupt != 0 {
+		if r.lost != 0 || r.dups != 0 || r.corrupt != 0 || r.leaked != 0 {
 			t.Errorf("durable: %s", r)
 		}
 	})
@@ -86,7 +87,7 @@ func TestPowerCutHub(t *testing.T) {
 
 // cutEdge runs the edge cuts with NATS_EMBEDDED_SYNC_ALWAYS=sync on the edge, and reads the
 // hub's stream once the edge's backlog is gone.
-func cutEdge(t *testing.T, bin, sync string) cutReport {
+func cutEdge(t *testing.T, bin, sync string) edgeCutReport {
 	began := time.Now()
 	fs := powercut.New(t)
 	hub := natstest.RunHub(t)
@@ -99,13 +100,14 @@ func cutEdge(t *testing.T, bin, sync string) cutReport {
 	e.cut()
 	hubJS := hubStream(t, hub.ClientURL())
 
-	r := cutReport{cuts: edgeAwayCuts + edgeCatchUpCuts, perCut: make([]int, edgeAwayCuts+edgeCatchUpCuts)}
+	r := edgeCutReport{cutReport: cutReport{cuts: edgeAwayCuts + edgeCatchUpCuts, perCut: make([]int, edgeAwayCuts+edgeCatchUpCuts)}}
 	acked := map[string]int{} // id: the cut it was acknowledged before
 	attempted := map[string]bool{}
 	var backlogs []float64 // the edge's backlog at each cut during the catch-up
 	for cut := range r.cuts {
 		if cut > 0 {
 			e.bridgeProc = startProc(t, bin, e.env)
+			t.Logf("edge restarted after cut %d: %s", cut, edgeState(t, e))
 		}
 		l := startLoad(e.URL, 32, fmt.Sprintf("e%d", cut))
 		l.waitAcked(t, 50)
@@ -129,6 +131,7 @@ func cutEdge(t *testing.T, bin, sync string) cutReport {
 				t.Fatalf("cut %d: edge backlog: %v", cut, err)
 			}
 			backlogs = append(backlogs, backlog)
+			t.Logf("edge at cut %d, while the hub drains: %s", cut+1, edgeState(t, e))
 		}
 		undone, err := fs.Cut(e.Kill)
 		if err != nil {
@@ -150,20 +153,20 @@ func cutEdge(t *testing.T, bin, sync string) cutReport {
 	}
 	e.bridgeProc = startProc(t, bin, e.env)
 	up := time.Now()
-	settle(t, hubJS, len(acked), sync == "true", e)
+	state := settle(t, hubJS, len(acked), e)
 	settled := time.Since(up)
-	total := judgeHub(t, hubJS, acked, attempted, &r)
+	total := judgeHub(t, hubJS, acked, attempted, &r, e)
 	if err := e.Stop(10 * time.Second); err != nil {
 		t.Errorf("edge stop: %v", err)
 	}
-	t.Logf("NATS_EMBEDDED_SYNC_ALWAYS=%s: %s; cuts 1-%d with the hub away, %d-%d while it drained (edge backlog %v at those); hub holds %d, settled %.1fs after the last restart; %s in all",
-		sync, r, edgeAwayCuts, edgeAwayCuts+1, r.cuts, backlogs, total, settled.Seconds(), time.Since(began).Round(time.Second))
+	t.Logf("NATS_EMBEDDED_SYNC_ALWAYS=%s: %s; cuts 1-%d with the hub away, %d-%d while it drained (edge backlog %v at those); hub holds %d, settled %.1fs after the last restart (%s); %s in all",
+		sync, r, edgeAwayCuts, edgeAwayCuts+1, r.cuts, backlogs, total, settled.Seconds(), state, time.Since(began).Round(time.Second))
 	return r
 }
 
 // cutHub runs the hub cuts on a hub started from conf (deploy/nats/hub.conf), without its
 // sync_interval line when lazy, and reads its stream once the edges' backlogs are gone.
-func cutHub(t *testing.T, bin, conf string, lazy bool) cutReport {
+func cutHub(t *testing.T, bin, conf string, lazy bool) edgeCutReport {
 	began := time.Now()
 	fs := powercut.New(t)
 	ports := proctest.FreePorts(t, 3)
@@ -193,7 +196,7 @@ func cutHub(t *testing.T, bin, conf string, lazy bool) cutReport {
 		loads = append(loads, startLoad(e.URL, 16, "h"+e.id))
 	}
 
-	r := cutReport{cuts: hubCuts, perCut: make([]int, hubCuts+1)}
+	r := edgeCutReport{cutReport: cutReport{cuts: hubCuts, perCut: make([]int, hubCuts+1)}}
 	acked := map[string]int{} // id: the first cut it was acknowledged before, hubCuts after the last
 	var resumed []time.Duration
 	restarted := time.Now()
@@ -243,15 +246,15 @@ func cutHub(t *testing.T, bin, conf string, lazy bool) cutReport {
 		refused += len(l.failed)
 	}
 	up := time.Now()
-	settle(t, hubJS, len(acked), !lazy, edges...)
+	state := settle(t, hubJS, len(acked), edges...)
 	settled := time.Since(up)
-	total := judgeHub(t, hubJS, acked, attempted, &r)
+	total := judgeHub(t, hubJS, acked, attempted, &r, edges...)
 	mode := "always"
 	if lazy {
 		mode = "default (lazy)"
 	}
-	t.Logf("hub sync_interval %s: %s; %d refused by the edges; hub forwarding again %v after each (re)start; hub holds %d, settled %.1fs after the load stopped; %s in all",
-		mode, r, refused, resumed, total, settled.Seconds(), time.Since(began).Round(time.Second))
+	t.Logf("hub sync_interval %s: %s; %d refused by the edges; hub forwarding again %v after each (re)start; hub holds %d, settled %.1fs after the load stopped (%s); %s in all",
+		mode, r, refused, resumed, total, settled.Seconds(), state, time.Since(began).Round(time.Second))
 	return r
 }
 
@@ -336,11 +339,11 @@ func ackedNow(l *load) []string {
 	return ids
 }
 
-// settle waits until the edges' backlogs are gone and the hub holds at least want messages.
-// When something was lost, the hub never gets there: then it is enough that the backlogs are
-// gone and the hub's count held still for 2 s, or (lazy, where an edge may stall on what its cut
-// undid) that nothing moved for 15 s. The durable runs have converge for it.
-func settle(t *testing.T, js jetstream.JetStream, want int, durable bool, edges ...*edgeNode) {
+// settle waits until the edges' backlogs are gone and the hub holds at least want messages;
+// when something was lost the hub never gets there, so it is also enough that the backlogs are
+// gone and the hub's count held still for 2 s, or that nothing moved at all for 20 s (an edge
+// whose backlog does not drain). It is bounded by converge and returns the last state seen.
+func settle(t *testing.T, js jetstream.JetStream, want int, edges ...*edgeNode) string {
 	t.Helper()
 	var last string
 	var since time.Time
@@ -357,29 +360,36 @@ func settle(t *testing.T, js jetstream.JetStream, want int, durable bool, edges 
 			}
 			backlog += b
 		}
-		state := fmt.Sprintf("hub holds %d of %d acknowledged, edge backlog %v", n, want, backlog)
+		state := fmt.Sprintf("hub holds %d, %d acknowledged, edge backlog %v", n, want, backlog)
 		if state != last {
 			last, since = state, time.Now()
 		}
 		still := time.Since(since)
 		switch {
-		case backlog == 0 && n >= want:
-			return nil
-		case backlog == 0 && still > 2*time.Second:
-			return nil
-		case !durable && still > 15*time.Second:
+		case backlog == 0 && n >= want, backlog == 0 && still > 2*time.Second, still > 20*time.Second:
 			return nil
 		}
 		return fmt.Errorf("%s, for %s", state, still.Round(time.Second))
 	})
-	t.Logf("settled: %s", last)
+	return last
 }
 
-// judgeHub reads the hub's stream and counts into r what the cuts did to the acknowledged ids
-// (id: the cut it was acknowledged before): lost, stored twice (any id), corrupt (data other
-// than what was sent, an id never sent, a message not sourced from an edge). It returns the
-// number of messages at the hub.
-func judgeHub(t *testing.T, js jetstream.JetStream, acked map[string]int, attempted map[string]bool, r *cutReport) int {
+// edgeCutReport is a cutReport with what the edges still hold when the hub settled.
+type edgeCutReport struct {
+	cutReport
+	stranded int // acknowledged, not at the hub, still at an edge
+	leaked   int // at the hub and still at an edge, so its backlog never drains
+}
+
+func (r edgeCutReport) String() string {
+	return fmt.Sprintf("%s; left at the edges: %d acknowledged the hub never got, %d the hub has", r.cutReport, r.stranded, r.leaked)
+}
+
+// judgeHub reads the hub's stream and the edges' left-overs and counts what the cuts did to
+// the acknowledged ids (id: the cut it was acknowledged before): lost (not at the hub), stored
+// twice (any id), corrupt (data other than what was sent, an id never sent, a message not
+// sourced from an edge). It returns the number of messages at the hub.
+func judgeHub(t *testing.T, js jetstream.JetStream, acked map[string]int, attempted map[string]bool, r *edgeCutReport, edges ...*edgeNode) int {
 	t.Helper()
 	stored := map[string]int{}
 	msgs := natstest.Messages(t, js, "AYRSHARE")
@@ -413,5 +423,97 @@ func judgeHub(t *testing.T, js jetstream.JetStream, acked map[string]int, attemp
 	if len(faults) > 0 {
 		t.Logf("%d faults at the hub, first: %s", len(faults), strings.Join(faults[:min(5, len(faults))], "; "))
 	}
+	for _, e := range edges {
+		held, desc := edgeHeld(t, e)
+		var strandedSeqs, leakedSeqs []uint64
+		for id, seq := range held {
+			if stored[id] > 0 {
+				leakedSeqs = append(leakedSeqs, seq)
+			} else if _, ok := acked[id]; ok {
+				strandedSeqs = append(strandedSeqs, seq)
+			}
+		}
+		r.stranded += len(strandedSeqs)
+		r.leaked += len(leakedSeqs)
+		if len(held) > 0 {
+			t.Logf("edge %s: %s; of what it holds, acknowledged and not at the hub: %s; at the hub already: %s",
+				e.id, desc, seqRanges(strandedSeqs), seqRanges(leakedSeqs))
+		}
+	}
 	return len(msgs)
+}
+
+// edgeHeld reads what e's stream still holds (id: stream sequence) and describes its stream
+// and hub consumer.
+func edgeHeld(t *testing.T, e *edgeNode) (map[string]uint64, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := streamJS(t, e.NATS)
+	name := "AYRSHARE_EDGE_" + e.id
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatalf("edge %s: %v", e.id, err)
+	}
+	st := s.CachedInfo().State
+	held := map[string]uint64{}
+	for seq := st.FirstSeq; seq <= st.LastSeq && len(held) < int(st.Msgs); seq++ {
+		if m, err := s.GetMsg(ctx, seq); err == nil {
+			held[m.Header.Get(cenats.HeaderID)] = seq
+		}
+	}
+	desc := fmt.Sprintf("stream %d messages, seq %d-%d", st.Msgs, st.FirstSeq, st.LastSeq)
+	if c, err := js.PushConsumer(ctx, name, "AYRBRIDGE_HUB"); err != nil {
+		desc += fmt.Sprintf(", hub consumer: %v", err)
+	} else {
+		ci := c.CachedInfo()
+		desc += fmt.Sprintf(", hub consumer delivered %d, ack floor %d, %d pending", ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumPending)
+	}
+	return held, desc
+}
+
+// seqRanges writes sequences as runs: "3 (1-2, 7)".
+func seqRanges(seqs []uint64) string {
+	if len(seqs) == 0 {
+		return "0"
+	}
+	slices.Sort(seqs)
+	var runs []string
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if i == j {
+			runs = append(runs, fmt.Sprint(seqs[i]))
+		} else {
+			runs = append(runs, fmt.Sprintf("%d-%d", seqs[i], seqs[j]))
+		}
+		i = j + 1
+	}
+	if len(runs) > 8 {
+		runs = append(runs[:8], "...")
+	}
+	return fmt.Sprintf("%d (%s)", len(seqs), strings.Join(runs, ", "))
+}
+
+// edgeState describes e's stream and hub consumer in one line.
+func edgeState(t *testing.T, e *edgeNode) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	js := streamJS(t, e.NATS)
+	name := "AYRSHARE_EDGE_" + e.id
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return err.Error()
+	}
+	st := s.CachedInfo().State
+	out := fmt.Sprintf("stream %d messages, seq %d-%d", st.Msgs, st.FirstSeq, st.LastSeq)
+	c, err := js.PushConsumer(ctx, name, "AYRBRIDGE_HUB")
+	if err != nil {
+		return out + ", hub consumer: " + err.Error()
+	}
+	ci := c.CachedInfo()
+	return out + fmt.Sprintf(", hub consumer delivered %d, ack floor %d, %d pending, %d awaiting the hub's ack", ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumPending, ci.NumAckPending)
 }
