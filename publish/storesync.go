@@ -161,7 +161,8 @@ func (s *StoreSync) syncAll() error {
 	}
 	seen := make(map[string]synced, len(entries)) // removed files drop out
 	for _, e := range entries {
-		if prev, ok := s.seen[e.path]; ok && prev.clean(e.st) {
+		prev, ok := s.seen[e.path]
+		if ok && prev.clean(e.st) || ok && consumerState(e.path) {
 			seen[e.path] = prev
 			continue
 		}
@@ -178,6 +179,20 @@ func (s *StoreSync) syncAll() error {
 		return fmt.Errorf("%w: store sync: %w", ErrUnavailable, errors.Join(errs...))
 	}
 	return nil
+}
+
+// consumerState reports whether path is a consumer's delivery state (obs/<name>/o.dat), or the
+// directory it is renamed into. nats-server rewrites it up to ten times a second; synced with
+// every round it doubled the fsyncs of an edge, whose hub consumer moves with every event.
+// Losing it to a power cut means redelivery from an earlier point: the hub skips what it has
+// (by source sequence and Nats-Msg-Id), and other consumers are at-least-once anyway. It is
+// still synced once, when it first appears, so that a new consumer survives.
+func consumerState(path string) bool {
+	dir, name := filepath.Split(path)
+	if name == "o.dat" {
+		return filepath.Base(filepath.Dir(dir)) == "obs"
+	}
+	return filepath.Base(filepath.Dir(path)) == "obs"
 }
 
 func fsyncPath(path string) error {
