@@ -57,6 +57,9 @@ func TestConfigRefusals(t *testing.T) {
 		"NATS_HUB_TLS_CERT":                            {"NATS_HUB_URL": "tls://hub:7422", "NATS_HUB_TLS_CERT": "c.pem"},
 		"NATS_HUB_CREDS and NATS_HUB_NKEY":             {"NATS_HUB_URL": "nats-leaf://hub:7422", "NATS_HUB_CREDS": "a", "NATS_HUB_NKEY": "b"},
 		"NATS_HUB_ATTACH":                              {"NATS_HUB_URL": "nats-leaf://hub:7422", "NATS_HUB_ATTACH": "sometimes"},
+		"NATS_EMBEDDED_FSYNC=\"always\"":               {"NATS_EMBEDDED_FSYNC": "always"},
+		"NATS_EMBEDDED_FSYNC=group: only":              {"NATS_EMBEDDED_FSYNC": "group", "NATS_HUB_URL": "nats-leaf://hub:7422"},
+		"NATS_EMBEDDED_FSYNC=group: only for":          {"NATS_EMBEDDED_FSYNC": "group", "NATS_MAX_AGE": "720h"},
 	}
 	for want, environ := range tests {
 		t.Run(want, func(t *testing.T) {
