@@ -1,6 +1,7 @@
 package natstest
 
 import (
+	"os"
 	"testing"
 
 	"github.com/ayrbridge/ayrbridge/internal/proc"
@@ -18,10 +19,10 @@ func StartServerProcessConf(t testing.TB, conf, url string) *ServerProcess {
 	return p
 }
 
-// Output is what the current run of the process wrote so far.
-func (p *ServerProcess) Output() string {
+// Signal sends sig to the running process; it does nothing when not running.
+func (p *ServerProcess) Signal(sig os.Signal) error {
 	if p.proc == nil {
-		return ""
+		return nil
 	}
-	return p.proc.Output()
+	return p.proc.Signal(sig)
 }
