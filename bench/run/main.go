@@ -48,7 +48,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "measured load per run")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each run")
 	flag.StringVar(&conns, "conns", "8,64", "connection counts")
-	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server, durable by default), embedded-lazy (embedded with NATS_EMBEDDED_SYNC_ALWAYS=false), embedded-server (durable, nats-server fsyncing every write, NATS_EMBEDDED_FSYNC=server), edge (an edge bridge of the external server, counted at the hub), edge-lazy (an edge with NATS_EMBEDDED_SYNC_ALWAYS=false), edge-alone (an edge whose hub is away)")
+	flag.StringVar(&servers, "servers", "bridge,naive,embedded", "servers to drive: bridge (external nats-server), naive, embedded (bridge on its embedded server, durable by default), embedded-lazy (embedded with NATS_EMBEDDED_SYNC_ALWAYS=false), embedded-group (durable, the bridge fsyncing the store per group, NATS_EMBEDDED_FSYNC=group), edge (an edge bridge of the external server, counted at the hub), edge-lazy (an edge with NATS_EMBEDDED_SYNC_ALWAYS=false), edge-alone (an edge whose hub is away)")
 	flag.BoolVar(&o.natsSync, "nats-sync", false, "run the external nats-server (and hub) with sync_interval: always, as deploy/nats/*.conf do")
 	flag.StringVar(&o.out, "out", "", "also write the result tables as Markdown to this file")
 	flag.StringVar(&o.dir, "dir", "bench/out", "build and data directory")
@@ -190,13 +190,15 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		if srv == "before" {
 			bin = o.before
 		}
-		p, err = harness.Start(bin, []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn"})
+		// Batches where the server syncs always, as deploy/ sets them; never on a lazy server.
+		p, err = harness.Start(bin, []string{"BRIDGE_LISTEN=" + addr, "NATS_URL=" + natsURL, "LOG_LEVEL=warn",
+			"NATS_ATOMIC_BATCHES=" + strconv.FormatBool(o.natsSync)})
 	case "naive":
 		if err := stream.Purge(ctx); err != nil {
 			return sample{}, err
 		}
 		p, err = harness.Start(bins["naive"], []string{"NAIVE_LISTEN=" + addr, "NATS_URL=" + natsURL})
-	case "embedded", "embedded-lazy", "embedded-server":
+	case "embedded", "embedded-lazy", "embedded-group":
 		external = false
 		np := harness.FreePort()
 		countURL = fmt.Sprintf("nats://127.0.0.1:%d", np)
@@ -206,8 +208,8 @@ func measure(ctx context.Context, o options, bins map[string]string, srv string,
 		switch srv {
 		case "embedded-lazy":
 			env = append(env, "NATS_EMBEDDED_SYNC_ALWAYS=false")
-		case "embedded-server":
-			env = append(env, "NATS_EMBEDDED_FSYNC=server")
+		case "embedded-group":
+			env = append(env, "NATS_EMBEDDED_FSYNC=group")
 		}
 		p, err = harness.Start(bins["bridge"], env)
 	case "edge", "edge-lazy":
