@@ -50,11 +50,13 @@ type config struct {
 	EmbeddedSyncAlways bool `env:"NATS_EMBEDDED_SYNC_ALWAYS" envDefault:"true"`
 	// EmbeddedFsync is who fsyncs when EmbeddedSyncAlways is set: "server", nats-server after
 	// every write, with atomic batches to share its fsyncs, or "group", the bridge, once for every
-	// group of acknowledgements (publish.StoreSync), faster but only where the stream never
-	// deletes: at an edge, whose work queue deletes every forwarded event, a power cut with the
-	// server's own bookkeeping unsynced made the edge reuse sequences the hub had already taken,
-	// and the hub skipped the new events under them (TestPowerCutEdge lost 1 to 5 of ~15,000).
-	EmbeddedFsync string `env:"NATS_EMBEDDED_FSYNC" envDefault:"server"`
+	// group of acknowledgements (publish.StoreSync): 1.9x server at 64 connections, but only
+	// where the stream never deletes. At an edge, whose work queue deletes every forwarded event,
+	// a power cut with the server's own bookkeeping unsynced made the edge reuse sequences the
+	// hub had already taken, and the hub skipped the new events under them (TestPowerCutEdge
+	// lost 1 to 5 of ~15,000). "auto" is group for a standalone embedded server whose stream
+	// keeps every event, server otherwise.
+	EmbeddedFsync string `env:"NATS_EMBEDDED_FSYNC" envDefault:"auto"`
 	// AtomicBatches sends each large group of webhooks to an external server as one atomic
 	// batch, which a server that syncs always flushes once. On a lazy server a batch costs ten
 	// times what it saves (BenchmarkPublish), so it is off unless set; the embedded server and
@@ -142,9 +144,9 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("BRIDGE_SHUTDOWN_TIMEOUT=%s must exceed BRIDGE_PUBLISH_TIMEOUT=%s so requests in flight can finish", c.ShutdownTimeout, c.PublishTimeout))
 	}
 	switch {
-	case c.EmbeddedFsync != "group" && c.EmbeddedFsync != "server":
-		errs = append(errs, fmt.Errorf("NATS_EMBEDDED_FSYNC=%q: want server or group", c.EmbeddedFsync))
-	case c.EmbeddedFsync == "group" && (len(c.Hub.URLs) > 0 || c.MaxAge > 0):
+	case c.EmbeddedFsync != "auto" && c.EmbeddedFsync != "group" && c.EmbeddedFsync != "server":
+		errs = append(errs, fmt.Errorf("NATS_EMBEDDED_FSYNC=%q: want auto, server or group", c.EmbeddedFsync))
+	case c.EmbeddedFsync == "group" && c.deletes():
 		errs = append(errs, errors.New("NATS_EMBEDDED_FSYNC=group: only for an embedded server whose stream never deletes; an edge (NATS_HUB_URL) and NATS_MAX_AGE delete events, and a power cut could then make the stream reuse sequences"))
 	}
 	if c.RetryAfter < time.Second {
@@ -211,7 +213,7 @@ func (c config) embedded() bool { return len(c.NATS.URLs) == 0 }
 // where the server makes them.
 func (c config) batches() bool {
 	if c.embedded() {
-		return c.EmbeddedSyncAlways && c.EmbeddedFsync == "server"
+		return c.EmbeddedSyncAlways && !c.groupFsync()
 	}
 	return c.AtomicBatches
 }
@@ -219,8 +221,15 @@ func (c config) batches() bool {
 // groupFsync reports whether the bridge fsyncs the embedded server's store itself, once per
 // group of acknowledgements, while the server writes without syncing.
 func (c config) groupFsync() bool {
-	return c.embedded() && c.EmbeddedSyncAlways && c.EmbeddedFsync == "group"
+	if !c.embedded() || !c.EmbeddedSyncAlways {
+		return false
+	}
+	return c.EmbeddedFsync == "group" || c.EmbeddedFsync == "auto" && !c.deletes()
 }
+
+// deletes reports whether the bridge's own stream deletes events: an edge's work queue once
+// the hub has them, a stream with NATS_MAX_AGE once they expire.
+func (c config) deletes() bool { return len(c.Hub.URLs) > 0 || c.MaxAge > 0 }
 
 // publisherOptions are the publisher's settings. Batches are staged and flushed one at a
 // time per stream, so two groups in flight make larger batches and did more than eight

@@ -134,3 +134,30 @@ func TestDefaultEdgeID(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigFsync: the bridge fsyncs the store itself only for a standalone embedded stream
+// that keeps every event; an edge or a stream with a max age leaves it to nats-server, whose
+// groups then go as atomic batches.
+func TestConfigFsync(t *testing.T) {
+	tests := []struct {
+		environ        map[string]string
+		group, batches bool
+	}{
+		{map[string]string{}, true, false},
+		{map[string]string{"NATS_EMBEDDED_FSYNC": "server"}, false, true},
+		{map[string]string{"NATS_MAX_AGE": "720h"}, false, true},
+		{map[string]string{"NATS_HUB_URL": "nats-leaf://hub:7422"}, false, true},
+		{map[string]string{"NATS_EMBEDDED_SYNC_ALWAYS": "false"}, false, false},
+		{map[string]string{"NATS_URL": "nats://n:4222"}, false, false},
+		{map[string]string{"NATS_URL": "nats://n:4222", "NATS_ATOMIC_BATCHES": "true"}, false, true},
+	}
+	for _, tt := range tests {
+		cfg, err := loadConfig(tt.environ)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.environ, err)
+		}
+		if cfg.groupFsync() != tt.group || cfg.batches() != tt.batches {
+			t.Errorf("%v: group fsync %v, batches %v; want %v, %v", tt.environ, cfg.groupFsync(), cfg.batches(), tt.group, tt.batches)
+		}
+	}
+}

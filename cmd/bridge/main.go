@@ -359,7 +359,7 @@ func logStartup(cfg config, log zerolog.Logger) {
 			role = "edge"
 		}
 		ev = ev.Str("nats", role).Str("embedded_listen", cfg.EmbeddedListen).
-			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways).Str("embedded_fsync", cfg.EmbeddedFsync)
+			Str("embedded_dir", cfg.EmbeddedDir).Bool("embedded_sync_always", cfg.EmbeddedSyncAlways).Bool("embedded_group_fsync", cfg.groupFsync())
 		if !cfg.EmbeddedSyncAlways {
 			log.Warn().Msg("NATS_EMBEDDED_SYNC_ALWAYS=false: a power cut or kernel crash may lose the last two minutes of webhooks answered 200")
 		}
