@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
 	"github.com/ayrbridge/ayrbridge/internal/metricstest"
@@ -84,15 +82,7 @@ func TestReplayRefillsLazyHubAfterPowerCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub.Start()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.ConnectURL(t, natsURL)
 	// The bridge recreates a stream that vanished at its next start; this is that start.
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -142,16 +142,7 @@ func fixtures(t testing.TB) map[string][]byte {
 
 func streamJS(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := publish.Connect(publish.ConnConfig{URLs: []string{url}}, nil, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
+	return natstest.ConnectURL(t, url)
 }
 
 // TestEndToEndEmbedded posts every seed example to a bridge on its embedded default and reads

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ayrbridge/ayrbridge/internal/natstest"
@@ -382,7 +381,7 @@ func startHub(t *testing.T, conf, dir string, lazy bool) *hubProc {
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
 	h := &hubProc{ServerProcess: natstest.StartServerProcessConf(t, path, url), leaf: fmt.Sprintf("127.0.0.1:%d", ports[2])}
-	h.js = hubStream(t, url)
+	h.js = natstest.ConnectURL(t, url)
 	return h
 }
 
@@ -449,21 +448,6 @@ func hubConf(t *testing.T, conf, dir string, ports []int, lazy bool) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// hubStream is a JetStream client of the hub at url that rides out the hub's restarts.
-func hubStream(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // hubCount is the number of messages in the hub's stream.

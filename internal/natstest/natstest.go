@@ -64,6 +64,23 @@ func Connect(t testing.TB, ns *server.Server) (*nats.Conn, jetstream.JetStream) 
 	return nc, js
 }
 
+// ConnectURL opens a JetStream client of the server at url, closed when the test ends; like the
+// bridge's own connection it reconnects for as long as the server is away, so it outlives a
+// server's restarts.
+func ConnectURL(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := publish.Connect(publish.ConnConfig{URLs: []string{url}}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
 // Messages returns every message stored in stream, in order.
 func Messages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
 	t.Helper()
