@@ -103,6 +103,12 @@ func (h *HubLink) remote() (*server.RemoteLeafOpts, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub tls: %w", err)
 		}
+		// GenTLSConfig builds a server's config: the CA lands in ClientCAs, the pool that checks
+		// clients. The edge dials, so the hub's certificate is checked against RootCAs, as
+		// nats-server's own parser of leaf remotes does; without this a private CA is ignored.
+		if tc.ClientCAs != nil {
+			tc.RootCAs, tc.ClientCAs = tc.ClientCAs, nil
+		}
 		r.TLS, r.TLSConfig = true, tc
 	}
 	return r, nil
